@@ -1,0 +1,209 @@
+"""agent_node: one cmd_vel and one focus_roi for every features message; PPO + ICM learning."""
+import math
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from geometry_msgs.msg import Twist
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import RegionOfInterest
+from std_msgs.msg import Float32, Float32MultiArray
+
+from perception_rl import qos
+from perception_rl.actor_critic import ActorCriticConfig
+from perception_rl.agent import CHECKPOINT_PREFIX, Agent, AgentConfig
+from perception_rl.checkpoint import resume
+from perception_rl.commands import TWIST_AXES, CommandSpec
+from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
+from perception_rl.health import ERROR, OK, WARN, HealthPublisher
+from perception_rl.node_main import run_node
+from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
+from perception_rl.ppo import PPOConfig
+from perception_rl.scalar_log import ScalarLog
+from perception_rl.timing import LatencyWindow
+
+FEATURE_DIM = 64
+PARAMETERS = [
+    ParamSpec('controlled_axes', ('linear.x', 'angular.z'),
+              'Twist components the agent drives; the others stay 0', choices=TWIST_AXES),
+    ParamSpec('axis_limits', (0.2, 0.5),
+              'Largest magnitude of each controlled component (m/s, rad/s), in order',
+              low=1e-6, high=100.0),
+    ParamSpec('image_width', 640, 'Width of the frames focus_roi refers to', low=16, high=8192),
+    ParamSpec('image_height', 480, 'Height of the frames focus_roi refers to', low=16,
+              high=8192),
+    ParamSpec('roi_width', DEFAULT_ROI_SIZE, 'Width of the fovea region in pixels',
+              low=1, high=8192),
+    ParamSpec('roi_height', DEFAULT_ROI_SIZE, 'Height of the fovea region in pixels',
+              low=1, high=8192),
+    ParamSpec('learn', True, 'Store transitions and run PPO updates', dynamic=True),
+    ParamSpec('rollout_length', 256, 'Transitions per PPO update', low=16, high=65536),
+    ParamSpec('learning_rate', 3e-4, 'Adam learning rate of actor, critic, focus head and ICM',
+              low=0.0, high=1.0),
+    ParamSpec('intrinsic_coef', 0.5, 'Weight of the curiosity advantage', low=0.0, high=100.0),
+    ParamSpec('reward_clip', 10.0, 'Extrinsic rewards are clipped to +-this', low=0.0,
+              high=1e6),
+    ParamSpec('input_timeout', 0.5, 'Seconds without features after which only zero '
+              'commands are published', low=0.05, high=10.0),
+    ParamSpec('seed', 0, 'Seed of the weights and the action sampling', low=0, high=2**31 - 1),
+    ParamSpec('checkpoint_dir', '', "Directory to resume from and save checkpoints to "
+              "('' for none)"),
+    ParamSpec('checkpoint_period', 300.0, 'Seconds between periodic checkpoints',
+              low=1.0, high=86400.0),
+    ParamSpec('log_dir', '', "TensorBoard directory ('' for none)"),
+]
+
+
+class AgentNode(Node):
+    """features (+ reward) -> Agent.act -> cmd_vel, focus_roi."""
+
+    def __init__(self, **kwargs):
+        super().__init__('agent_node', **kwargs)
+        p = declare_parameters(self, PARAMETERS, on_change=self._on_change)
+        torch.set_num_threads(1)
+        try:
+            self.command_spec = CommandSpec(tuple(p['controlled_axes']), tuple(p['axis_limits']))
+        except ValueError as error:
+            raise ParameterError(f"parameters 'controlled_axes'/'axis_limits': {error}") from None
+        config = AgentConfig(
+            model=replace(ActorCriticConfig(), feature_dim=FEATURE_DIM,
+                          action_dim=len(self.command_spec.axes)),
+            ppo=replace(PPOConfig(), learning_rate=p['learning_rate'],
+                        int_coef=p['intrinsic_coef']),
+            rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'])
+        self.agent = Agent(config)
+        self.agent.learning = p['learn']
+        self._p = p
+        if p['checkpoint_dir']:
+            try:
+                for note in resume(self.agent, p['checkpoint_dir'], CHECKPOINT_PREFIX):
+                    self.get_logger().info(note)
+            except ValueError as error:
+                self.agent.close()
+                raise ParameterError(f"parameter 'checkpoint_dir': {error}") from None
+            self.create_timer(p['checkpoint_period'], self._save_checkpoint)
+        self._scalars = ScalarLog(p['log_dir'])
+        self._logged_updates = self.agent.updates
+        self._reward = 0.0
+        self.rewards_rejected = 0
+        self.features_rejected = 0
+        self.commands = 0
+        self._last_input = time.monotonic()
+        self._stale = True
+        self._tick = LatencyWindow()
+        self._cmd_pub = self.create_publisher(Twist, 'cmd_vel', qos.LATEST,
+                                              qos_overriding_options=qos.overridable())
+        self._roi_pub = self.create_publisher(RegionOfInterest, 'focus_roi', qos.LATEST)
+        self.create_subscription(Float32MultiArray, 'features', self._on_features, qos.FEATURES,
+                                 qos_overriding_options=qos.overridable())
+        self.create_subscription(Float32, 'reward', self._on_reward, qos.REWARDS)
+        # The watchdog runs on steady time: it must stop the robot even if the ROS clock
+        # (sim time from a bag) stalls.
+        self.create_timer(min(0.1, p['input_timeout'] / 2), self._watchdog,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._health = HealthPublisher(self, self._report)
+        self.get_logger().info(
+            f"controlling {list(self.command_spec.axes)} within {list(self.command_spec.limits)}"
+            f", rollout {p['rollout_length']}, learn={p['learn']}")
+
+    def _on_change(self, name, value) -> None:
+        if name == 'learn':
+            self.agent.learning = value
+            self.agent.forget_previous()
+
+    def _on_reward(self, msg: Float32) -> None:
+        if not math.isfinite(msg.data):
+            self.rewards_rejected += 1
+            self.get_logger().warning(f'non-finite reward {msg.data} ignored',
+                                      throttle_duration_sec=5.0)
+            return
+        self._reward += msg.data
+
+    def _on_features(self, msg: Float32MultiArray) -> None:
+        start = time.perf_counter()
+        features = np.asarray(msg.data, np.float32)
+        if features.shape != (FEATURE_DIM,) or not np.isfinite(features).all():
+            self.features_rejected += 1
+            self.get_logger().warning(
+                f'features rejected: need {FEATURE_DIM} finite floats, got {features.size}',
+                throttle_duration_sec=5.0)
+            return
+        reward, self._reward = self._reward, 0.0
+        if self._stale:  # inputs resumed: the gap is not a transition
+            self.agent.forget_previous()
+        decision = self.agent.act(features, reward)
+        self._publish_command(self.command_spec.command(decision.action))
+        roi = Roi.around(float(decision.focus[0]), float(decision.focus[1]),
+                         self._p['image_width'], self._p['image_height'],
+                         self._p['roi_width'], self._p['roi_height'])
+        self._roi_pub.publish(RegionOfInterest(x_offset=roi.x, y_offset=roi.y,
+                                               width=roi.width, height=roi.height))
+        self._last_input = time.monotonic()
+        self._stale = False
+        self.commands += 1
+        self._tick.add(1e3 * (time.perf_counter() - start))
+
+    def _publish_command(self, values: dict[str, float]) -> None:
+        msg = Twist()
+        for axis, value in values.items():
+            group, component = axis.split('.')
+            setattr(getattr(msg, group), component, value)
+        self._cmd_pub.publish(msg)
+
+    def _watchdog(self) -> None:
+        if time.monotonic() - self._last_input > self._p['input_timeout']:
+            if not self._stale:
+                self.get_logger().warning(
+                    f"no features for {self._p['input_timeout']} s: publishing zero commands")
+            self._stale = True
+            self._publish_command(self.command_spec.command(np.zeros(len(self.command_spec.axes))))
+
+    def _report(self):
+        agent = self.agent
+        if agent.updates != self._logged_updates:
+            self._logged_updates = agent.updates
+            self._scalars.write({f'agent/{k}': v for k, v in agent.last_update.items()},
+                                agent.steps)
+        if agent.last_error is not None:
+            self.get_logger().error(f'update failed: {agent.last_error}')
+            agent.last_error = None
+        tick = self._tick.summary()
+        values = {'steps': agent.steps, 'updates': agent.updates, 'updating': agent.updating,
+                  'updates_skipped': agent.updates_skipped,
+                  'intrinsic_reward': agent.last_update.get('intrinsic_reward', 0.0),
+                  'extrinsic_reward': agent.last_update.get('extrinsic_reward', 0.0),
+                  'commands': self.commands, 'stale_inputs': self._stale,
+                  'tick_ms_p50': tick['p50'], 'tick_ms_p99': tick['p99'],
+                  'features_rejected': self.features_rejected,
+                  'rewards_rejected': self.rewards_rejected}
+        if self._stale:
+            return (WARN if self.commands == 0 else ERROR), 'no features: commanding zero', values
+        return OK, 'ok', values
+
+    def _save_checkpoint(self) -> None:
+        try:
+            path = self.agent.save(self._p['checkpoint_dir'])
+            self.get_logger().info(f'checkpoint {path}')
+        except (OSError, ValueError) as error:
+            self.get_logger().error(f'checkpoint not saved: {error}')
+
+    def shutdown(self) -> None:
+        """Stop the robot, then save: the zero command must not wait for the disk."""
+        self._publish_command(self.command_spec.command(np.zeros(len(self.command_spec.axes))))
+        self._cmd_pub.wait_for_all_acked(timeout=Duration(seconds=0.5))
+        if self._p['checkpoint_dir']:
+            self._save_checkpoint()
+        self.agent.close()
+        self._scalars.close()
+
+
+def main(args=None):
+    sys.exit(run_node(AgentNode, args))
+
+
+if __name__ == '__main__':
+    main()

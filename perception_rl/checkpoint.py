@@ -1,0 +1,161 @@
+"""Checkpoints as safetensors files: written atomically, read back without unpickling."""
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+SCHEMA_VERSION = 1
+
+
+def state_tensors(modules: dict[str, torch.nn.Module],
+                  optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict, dict]:
+    """Flatten module weights and optimizer state into (tensors, json-able metadata)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, object] = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f'{name}.{key}'] = value.detach().cpu().contiguous()
+    for name, optimizer in optimizers.items():
+        state = optimizer.state_dict()
+        for index, slots in state['state'].items():
+            for slot, value in slots.items():
+                tensors[f'optim.{name}.{index}.{slot}'] = torch.as_tensor(value).cpu().contiguous()
+        meta[f'optim.{name}.param_groups'] = state['param_groups']
+    return tensors, meta
+
+
+def restore_state(tensors: dict[str, torch.Tensor], meta: dict,
+                  modules: dict[str, torch.nn.Module],
+                  optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Load what `state_tensors` flattened; raises ValueError naming any mismatch."""
+    for name, module in modules.items():
+        prefix = f'{name}.'
+        weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        expected = module.state_dict()
+        missing = sorted(set(expected) - set(weights))
+        unexpected = sorted(set(weights) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(weights)
+                       if expected[k].shape != weights[k].shape)
+        if missing or unexpected or wrong:
+            raise ValueError(f'checkpoint does not fit {name}: missing {missing}, '
+                             f'unexpected {unexpected}, shape differs for {wrong}')
+        module.load_state_dict(weights)
+    for name, optimizer in optimizers.items():
+        prefix = f'optim.{name}.'
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, slot = key[len(prefix):].split('.', 1)
+                state.setdefault(int(index), {})[slot] = value
+        optimizer.load_state_dict(
+            {'state': state, 'param_groups': meta[f'optim.{name}.param_groups']})
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable fingerprint of a configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_architecture(checkpoint: 'LoadedCheckpoint', architecture: dict) -> None:
+    """ValueError naming each field where the checkpoint's architecture differs from this one."""
+    if checkpoint.metadata.get('architecture_hash') == config_hash(architecture):
+        return
+    theirs = checkpoint.metadata.get('architecture', {})
+    differences = {k: {'checkpoint': theirs.get(k), 'node': v}
+                   for k, v in architecture.items() if theirs.get(k) != v}
+    raise ValueError(f'{checkpoint.path.name} was made for another architecture: '
+                     f'{differences or theirs}')
+
+
+def save_checkpoint(directory: str | os.PathLike, prefix: str, step: int,
+                    tensors: dict[str, torch.Tensor], metadata: dict, keep: int = 3) -> Path:
+    """Write `prefix-<step>.safetensors` atomically and keep the newest `keep` of them.
+
+    Refuses to write non-finite weights: a NaN checkpoint would overwrite good ones.
+    """
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f'refusing to save non-finite tensors: {bad[:5]}')
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f'{prefix}-{step:010d}.safetensors'
+    header = {'schema_version': str(SCHEMA_VERSION), 'step': str(step),
+              'metadata': json.dumps(metadata, sort_keys=True)}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{prefix}-', suffix='.tmp')
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        with open(tmp, 'rb') as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    for old in checkpoints(directory, prefix)[keep:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def checkpoints(directory: str | os.PathLike, prefix: str) -> list[Path]:
+    """This prefix's checkpoint files, newest first."""
+    pattern = re.compile(rf'{re.escape(prefix)}-(\d+)\.safetensors$')
+    found = [(int(m.group(1)), p) for p in Path(directory).glob(f'{prefix}-*.safetensors')
+             if (m := pattern.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read back from disk."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict
+    path: Path
+
+
+def load_latest(directory: str | os.PathLike, prefix: str
+                ) -> tuple[LoadedCheckpoint | None, list[str]]:
+    """The newest readable checkpoint (None if there is none) and why newer ones were skipped."""
+    problems = []
+    for path in checkpoints(directory, prefix):
+        try:
+            tensors = load_file(path)
+            with open(path, 'rb') as handle:
+                length = int.from_bytes(handle.read(8), 'little')
+                header = json.loads(handle.read(length))['__metadata__']
+            if int(header['schema_version']) != SCHEMA_VERSION:
+                raise ValueError(f"schema version {header['schema_version']}, "
+                                 f'this code reads {SCHEMA_VERSION}')
+            return LoadedCheckpoint(tensors, json.loads(header['metadata']), path), problems
+        except (SafetensorError, OSError, ValueError, KeyError) as error:
+            problems.append(f'{path.name}: {error}')
+    return None, problems
+
+
+def resume(core, directory: str | os.PathLike, prefix: str) -> list[str]:
+    """Load the newest readable checkpoint into `core` (anything with `.load`).
+
+    Returns what happened, one line per event, for the caller to log. A checkpoint that does
+    not fit the core raises ValueError: starting fresh instead would later prune the
+    checkpoints the user meant to continue from.
+    """
+    loaded, problems = load_latest(directory, prefix)
+    notes = [f'skipped unreadable checkpoint {problem}' for problem in problems]
+    if loaded is None:
+        notes.append(f'no usable {prefix} checkpoint in {directory}: starting fresh')
+    else:
+        core.load(loaded)
+        notes.append(f'resumed from {loaded.path}')
+    return notes

@@ -1,0 +1,86 @@
+"""VisualPerception: a foveated and a peripheral CNN stream fused into one feature vector."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
+
+
+@dataclass
+class EncoderConfig:
+    """Shape of the two-stream encoder."""
+
+    fovea_size: int = 48
+    """Side in pixels of the square fovea crop given to the fovea stream."""
+    periphery_width: int = 64
+    """Width in pixels of the downsampled whole frame given to the periphery stream."""
+    periphery_height: int = 48
+    """Height in pixels of the downsampled whole frame."""
+    channels: int = 32
+    """Channels of the last convolution in each stream."""
+    stream_dim: int = 128
+    """Width of each stream's output before fusion."""
+    feature_dim: int = 64
+    """Size of the fused feature vector that perception publishes."""
+
+
+def _conv_stream(channels: int) -> nn.Sequential:
+    """Three stride-2 convolutions: each halves the resolution."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, kernel_size=5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(16, channels, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(),
+    )
+
+
+def _flat_size(height: int, width: int, channels: int) -> int:
+    for _ in range(3):
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return channels * height * width
+
+
+class VisualPerception(nn.Module):
+    """Fovea stream + periphery stream -> fused, layer-normalised features.
+
+    The final LayerNorm (without affine parameters) fixes the scale of the features, so no
+    auxiliary loss can shrink them towards zero, and the agent sees inputs of unit scale
+    however perception drifts.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.fovea = nn.Sequential(
+            _conv_stream(c.channels),
+            nn.Linear(_flat_size(c.fovea_size, c.fovea_size, c.channels), c.stream_dim),
+            nn.ReLU())
+        self.periphery = nn.Sequential(
+            _conv_stream(c.channels),
+            nn.Linear(_flat_size(c.periphery_height, c.periphery_width, c.channels),
+                      c.stream_dim),
+            nn.ReLU())
+        self.fuse = nn.Linear(2 * c.stream_dim, c.feature_dim)
+        self.norm = nn.LayerNorm(c.feature_dim, elementwise_affine=False)
+
+    def forward(self, fovea: torch.Tensor, periphery: torch.Tensor) -> torch.Tensor:
+        """Features [B, feature_dim] from float images [B, 3, H, W] in [0, 1]."""
+        fused = torch.cat([self.fovea(fovea), self.periphery(periphery)], dim=1)
+        return self.norm(self.fuse(fused))
+
+    def views(self, frame: np.ndarray, roi: Roi, device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fovea and periphery tensors [1, 3, H, W] of one HxWx3 uint8 frame."""
+        c = self.config
+        fovea = crop_fovea(frame, roi, c.fovea_size)
+        periphery = downsample_periphery(frame, c.periphery_width, c.periphery_height)
+        return _to_tensor(fovea, device), _to_tensor(periphery, device)
+
+
+def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 HxWx3 -> float [1, 3, H, W] in [0, 1]; the division runs on the small crop."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return tensor.to(device, non_blocking=True).unsqueeze(0).float().div_(255.0)

@@ -1,0 +1,37 @@
+"""sensor_msgs/Image fields <-> numpy, without cv_bridge (absent from the PyPI ROS wheels).
+
+Works on the message's fields, not the message, so the core stays free of rclpy.
+"""
+import cv2
+import numpy as np
+
+CHANNELS = {'bgr8': 3, 'rgb8': 3, 'mono8': 1, 'bgra8': 4, 'rgba8': 4}
+"""Encodings accepted on image_raw, with their channel counts."""
+_TO_BGR = {'rgb8': cv2.COLOR_RGB2BGR, 'mono8': cv2.COLOR_GRAY2BGR,
+           'bgra8': cv2.COLOR_BGRA2BGR, 'rgba8': cv2.COLOR_RGBA2BGR}
+MAX_SIDE = 8192
+"""Images larger than this on either side are refused rather than allocated."""
+
+
+class ImageError(ValueError):
+    """An image message that cannot be turned into a frame; the message says why."""
+
+
+def image_to_bgr(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+    """A HxWx3 uint8 BGR frame from an Image message's fields (data: bytes-like)."""
+    channels = CHANNELS.get(encoding)
+    if channels is None:
+        raise ImageError(f'unsupported encoding {encoding!r}; accepted: {sorted(CHANNELS)}')
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise ImageError(f'image size {width}x{height} outside 1..{MAX_SIDE}')
+    row = width * channels
+    if step < row:
+        raise ImageError(f'step {step} is smaller than width*channels = {row}')
+    buffer = memoryview(data).cast('B')
+    if len(buffer) < step * height:
+        raise ImageError(f'data holds {len(buffer)} bytes, step*height needs {step * height}')
+    rows = np.frombuffer(buffer, np.uint8, count=step * height).reshape(height, step)
+    image = rows[:, :row].reshape(height, width, channels)
+    if encoding == 'bgr8':
+        return image
+    return cv2.cvtColor(np.ascontiguousarray(image), _TO_BGR[encoding])

@@ -1,0 +1,76 @@
+"""Running nodes until SIGINT or SIGTERM, then shutting them down cleanly.
+
+This departs from the demos' `rclpy.spin()` on purpose: rclpy's own signal handler shuts the
+context down at once, after which a node can no longer publish its last zero command or
+save a checkpoint. Here the signal only sets a flag; the spin loop notices it within 0.1 s,
+each node's `shutdown()` runs while the context is alive, and then rclpy shuts down.
+"""
+import signal
+import threading
+import time
+from typing import Callable, Protocol
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+from perception_rl.frame_sources import SourceError
+from perception_rl.node_params import ParameterError
+
+
+class ShutsDown(Protocol):
+    def shutdown(self) -> None:
+        """Last work before the node is destroyed (zero command, final checkpoint)."""
+
+
+def spin_until_stopped(nodes: list[Node], duration: float | None = None,
+                       every_second: Callable[[], None] | None = None) -> None:
+    """Spin the nodes on one executor until a signal, `duration` seconds, or rclpy shutdown."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    executor = SingleThreadedExecutor()
+    for node in nodes:
+        executor.add_node(node)
+    start = last_report = time.monotonic()
+    try:
+        while rclpy.ok() and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+            now = time.monotonic()
+            if every_second is not None and now - last_report >= 1.0:
+                last_report = now
+                every_second()
+            if duration is not None and now - start >= duration:
+                break
+    except ExternalShutdownException:
+        pass
+    finally:
+        for node in nodes:
+            shutdown = getattr(node, 'shutdown', None)
+            if shutdown is not None:
+                try:
+                    shutdown()
+                except Exception as error:  # one node's failure must not skip the others
+                    node.get_logger().error(f'shutdown failed: {error}')
+        for node in nodes:
+            executor.remove_node(node)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_node(make_node: Callable[[], Node], args=None) -> int:
+    """main() of one node: build it, spin it until a signal, shut it down; the exit code."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        node = make_node()
+    except (ParameterError, SourceError) as error:
+        rclpy.logging.get_logger('perception_rl').fatal(str(error))
+        rclpy.try_shutdown()
+        return 2
+    try:
+        spin_until_stopped([node])
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

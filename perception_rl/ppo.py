@@ -1,0 +1,141 @@
+"""PPO with curiosity and the focus head's REINFORCE, on one finished rollout at a time."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from perception_rl.actor_critic import ActorCritic
+from perception_rl.curiosity import ICM
+from perception_rl.rollout import Rollout, compute_gae
+from perception_rl.running_stats import RunningMeanStd
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults after Schulman et al. 2017 and CleanRL's continuous PPO)."""
+
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor, critic, focus head and ICM."""
+    epochs: int = 4
+    """Passes over each rollout."""
+    minibatch_size: int = 64
+    """Transitions per gradient step."""
+    clip: float = 0.2
+    """Clipping range of the probability ratio."""
+    gamma_ext: float = 0.99
+    """Discount of extrinsic rewards."""
+    gamma_int: float = 0.99
+    """Discount of intrinsic rewards (non-episodic, as in RND)."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight (CleanRL's continuous default is 0)."""
+    value_coef: float = 0.5
+    """Weight of the value losses."""
+    max_grad_norm: float = 0.5
+    """Global gradient norm clip."""
+    target_kl: float = 0.03
+    """Stop the epochs early when the approximate KL to the behaviour policy exceeds this."""
+    ext_coef: float = 1.0
+    """Weight of the extrinsic advantage in the combined advantage."""
+    int_coef: float = 0.5
+    """Weight of the intrinsic advantage in the combined advantage."""
+    focus_coef: float = 1.0
+    """Weight of the focus head's REINFORCE loss."""
+    icm_coef: float = 1.0
+    """Weight of the ICM losses."""
+
+
+class PPOLearner:
+    """Owns the learning copies of the networks and their optimizer; `update` trains on a rollout."""
+
+    def __init__(self, model: ActorCritic, icm: ICM, config: PPOConfig, seed: int = 0):
+        self.model, self.icm, self.config = model, icm, config
+        self.optimizer = torch.optim.Adam(
+            list(model.parameters()) + list(icm.parameters()), lr=config.learning_rate, eps=1e-5)
+        self.intrinsic_stats = RunningMeanStd()
+        self._rng = np.random.default_rng(seed)
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One PPO + ICM + focus update; returns the losses and diagnostics of the update."""
+        c = self.config
+        f = torch.as_tensor(rollout.features)
+        nf = torch.as_tensor(rollout.next_features)
+        actions = torch.as_tensor(rollout.actions)
+        executed = actions.clamp(-1.0, 1.0)  # what the robot actually received, normalised
+        old_log_probs = torch.as_tensor(rollout.log_probs)
+        focus = torch.as_tensor(rollout.focus)
+
+        # Intrinsic rewards from the ICM as it stood when the rollout finished, scaled by
+        # their running standard deviation so their size does not drift with the features.
+        raw_intrinsic = self.icm.intrinsic_reward(f, executed, nf).numpy()
+        self.intrinsic_stats.update(raw_intrinsic[:, None])
+        intrinsic = raw_intrinsic / float(self.intrinsic_stats.std[0])
+
+        with torch.no_grad():
+            last_ext, last_int = self.model.values(torch.as_tensor(rollout.last_features)[None])
+        adv_ext, ret_ext = compute_gae(rollout.rewards_ext, rollout.values_ext, rollout.dones,
+                                       float(last_ext), c.gamma_ext, c.gae_lambda)
+        no_dones = np.zeros_like(rollout.dones)  # curiosity does not stop at episode ends
+        adv_int, ret_int = compute_gae(intrinsic.astype(np.float32), rollout.values_int,
+                                       no_dones, float(last_int), c.gamma_int, c.gae_lambda)
+        advantages = torch.as_tensor(c.ext_coef * adv_ext + c.int_coef * adv_int)
+        ret_ext, ret_int = torch.as_tensor(ret_ext), torch.as_tensor(ret_int)
+
+        # Focus head: REINFORCE on the stored trajectory, one pass, advantage as baseline-
+        # corrected return (the seed design: the ROI head learns from its own loss).
+        focus_norm_adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        focus_log_probs = self.model.focus_policy(f).log_prob(focus).sum(dim=1)
+        focus_loss = -(focus_log_probs * focus_norm_adv).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        (c.focus_coef * focus_loss).backward()
+        nn.utils.clip_grad_norm_(self.model.focus.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+
+        steps = len(rollout.rewards_ext)
+        stats = {'focus_loss': focus_loss.item()}
+        epochs_run = 0
+        for _ in range(c.epochs):
+            epochs_run += 1
+            kls = []
+            for idx in np.array_split(self._rng.permutation(steps),
+                                      max(1, steps // c.minibatch_size)):
+                idx = torch.as_tensor(idx)
+                policy = self.model.policy(f[idx])
+                log_probs = policy.log_prob(actions[idx]).sum(dim=1)
+                log_ratio = log_probs - old_log_probs[idx]
+                ratio = log_ratio.exp()
+                mb_adv = advantages[idx]
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+
+                # Policy loss: the clipped surrogate objective.
+                policy_loss = torch.max(
+                    -mb_adv * ratio, -mb_adv * ratio.clamp(1 - c.clip, 1 + c.clip)).mean()
+                # Value loss: one head per reward stream.
+                v_ext, v_int = self.model.values(f[idx])
+                value_loss = 0.5 * ((v_ext - ret_ext[idx]).pow(2).mean()
+                                    + (v_int - ret_int[idx]).pow(2).mean())
+                # Entropy bonus.
+                entropy = policy.entropy().sum(dim=1).mean()
+                # Curiosity: forward and inverse dynamics.
+                icm_loss, icm_terms = self.icm.loss(f[idx], executed[idx], nf[idx])
+
+                loss = (policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
+                        + c.icm_coef * icm_loss)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                # Gradient clipping.
+                nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]['params'],
+                                         c.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():  # approximate KL, Schulman's k3 estimator
+                    kls.append(float(((ratio - 1) - log_ratio).mean()))
+            # KL early stop.
+            if np.mean(kls) > c.target_kl:
+                break
+        stats.update(policy_loss=policy_loss.item(), value_loss=value_loss.item(),
+                     entropy=entropy.item(), approx_kl=float(np.mean(kls)),
+                     epochs=float(epochs_run), intrinsic_reward=float(intrinsic.mean()),
+                     extrinsic_reward=float(rollout.rewards_ext.mean()), **icm_terms)
+        return stats

@@ -1,0 +1,83 @@
+"""The rollout buffer the agent fills while acting, and generalised advantage estimation."""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray,
+                last_value: float, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns by GAE (Schulman et al. 2016).
+
+    :param rewards: r_t [T]
+    :param values: V(s_t) [T]
+    :param dones: 1.0 where the episode ended after step t [T]
+    :param last_value: V(s_T), the bootstrap after the last step
+    :returns: (advantages [T], returns [T] = advantages + values)
+    """
+    steps = len(rewards)
+    advantages = np.zeros(steps, np.float32)
+    next_value, next_advantage = last_value, 0.0
+    for t in reversed(range(steps)):
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_value * not_done - values[t]
+        next_advantage = delta + gamma * lam * not_done * next_advantage
+        advantages[t] = next_advantage
+        next_value = values[t]
+    return advantages, advantages + values.astype(np.float32)
+
+
+@dataclass
+class Rollout:
+    """A finished rollout of T steps, handed whole to the learner."""
+
+    features: np.ndarray       # [T, F] what the agent saw
+    next_features: np.ndarray  # [T, F] what it saw after acting (for curiosity)
+    actions: np.ndarray        # [T, A] raw (unclipped) actions
+    log_probs: np.ndarray      # [T] log-probability of the actions when taken
+    focus: np.ndarray          # [T, 2] raw fovea centres chosen
+    focus_log_probs: np.ndarray  # [T]
+    values_ext: np.ndarray     # [T]
+    values_int: np.ndarray     # [T]
+    rewards_ext: np.ndarray    # [T]
+    dones: np.ndarray          # [T]
+    last_features: np.ndarray  # [F] the observation after the last step, for bootstrapping
+
+
+class RolloutBuffer:
+    """Fixed-size storage of transitions; `add` until `full`, then `take` a Rollout."""
+
+    def __init__(self, length: int, feature_dim: int, action_dim: int):
+        self.length = length
+        self._f = np.zeros((length, feature_dim), np.float32)
+        self._nf = np.zeros((length, feature_dim), np.float32)
+        self._a = np.zeros((length, action_dim), np.float32)
+        self._lp = np.zeros(length, np.float32)
+        self._focus = np.zeros((length, 2), np.float32)
+        self._flp = np.zeros(length, np.float32)
+        self._ve = np.zeros(length, np.float32)
+        self._vi = np.zeros(length, np.float32)
+        self._r = np.zeros(length, np.float32)
+        self._d = np.zeros(length, np.float32)
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size == self.length
+
+    def add(self, features, next_features, action, log_prob, focus, focus_log_prob,
+            value_ext, value_int, reward_ext, done) -> None:
+        """Store one finished transition."""
+        i = self.size
+        self._f[i], self._nf[i], self._a[i], self._lp[i] = features, next_features, action, log_prob
+        self._focus[i], self._flp[i] = focus, focus_log_prob
+        self._ve[i], self._vi[i], self._r[i], self._d[i] = value_ext, value_int, reward_ext, done
+        self.size += 1
+
+    def take(self) -> Rollout:
+        """Copy out the full buffer and empty it."""
+        if not self.full:
+            raise RuntimeError('the rollout buffer is not full yet')
+        self.size = 0
+        return Rollout(self._f.copy(), self._nf.copy(), self._a.copy(), self._lp.copy(),
+                       self._focus.copy(), self._flp.copy(), self._ve.copy(), self._vi.copy(),
+                       self._r.copy(), self._d.copy(), self._nf[-1].copy())

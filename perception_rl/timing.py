@@ -1,0 +1,22 @@
+"""A window of recent durations, summarised for /diagnostics."""
+from collections import deque
+
+import numpy as np
+
+
+class LatencyWindow:
+    """The last N durations in milliseconds."""
+
+    def __init__(self, size: int = 400):
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self._values.append(ms)
+
+    def summary(self) -> dict[str, float]:
+        """p50, p99 and max of the window (zeros when empty)."""
+        if not self._values:
+            return {'p50': 0.0, 'p99': 0.0, 'max': 0.0}
+        values = np.fromiter(self._values, float)
+        p50, p99 = np.percentile(values, [50, 99])
+        return {'p50': float(p50), 'p99': float(p99), 'max': float(values.max())}

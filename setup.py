@@ -1,0 +1,49 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'perception_rl'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(include=[PACKAGE, f'{PACKAGE}.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+        (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+    ],
+    python_requires='>=3.10',
+    # rclpy and the message packages are not listed: in a ROS workspace they come from the ROS
+    # install, and a second copy from PyPI would shadow it. Without ROS, the `ros` extra (or
+    # scripts/setup_venv.sh) installs them as PyPI wheels.
+    install_requires=[
+        'numpy',
+        'opencv-python-headless',
+        'torch',  # install torch==2.13.0 first on CPU-only machines (README)
+        'safetensors',
+        'pyyaml',
+        'tensorboard',
+    ],
+    extras_require={
+        'ros': [
+            'ros-rclpy', 'ros-std-msgs', 'ros-sensor-msgs', 'ros-geometry-msgs',
+            'ros-diagnostic-msgs', 'ros-rmw-fastrtps-cpp',
+        ],
+        'test': ['pytest', 'pytest-timeout', 'hypothesis'],
+    },
+    zip_safe=True,
+    maintainer='perception_rl developers',
+    maintainer_email='perception_rl@example.com',
+    description='A robot that learns to see while it acts, over ROS 2.',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            f'camera_node = {PACKAGE}.camera_node:main',
+            f'perception_node = {PACKAGE}.perception_node:main',
+            f'agent_node = {PACKAGE}.agent_node:main',
+            f'perception-rl = {PACKAGE}.cli:main',
+        ],
+    },
+)

@@ -1,0 +1,118 @@
+"""Test-wide setup: DDS stays on this machine, on a ROS domain no other run uses.
+
+Set here, in pytest_configure, before any test imports rclpy, and inherited by every node
+process the tests start, so the suite does not depend on the caller's shell.
+"""
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+_DOMAIN_LOCK = None
+BIN = Path(sys.executable).parent
+"""Where the package's console scripts are installed (the venv's bin)."""
+
+
+def _reserve_domain_id() -> int:
+    """Hold an exclusive lock on a per-domain file, so parallel runs never share a domain."""
+    global _DOMAIN_LOCK
+    start = os.getpid() % 90
+    for offset in range(90):
+        domain = 10 + (start + offset) % 90
+        handle = open(f'/tmp/perception_rl-test-domain-{domain}.lock', 'w')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _DOMAIN_LOCK = handle
+        return domain
+    raise RuntimeError('no free ROS_DOMAIN_ID in 10..99')
+
+
+def pytest_configure(config):
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ['ROS_DOMAIN_ID'] = str(_reserve_domain_id())
+    os.environ.pop('ROS_STATIC_PEERS', None)
+    os.environ.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)
+
+
+@pytest.fixture
+def ros_context():
+    """An initialised rclpy context for the test process itself, shut down afterwards."""
+    import rclpy
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
+
+
+class NodeProcess:
+    """One of the package's executables running as its own OS process."""
+
+    def __init__(self, executable: str, params: dict | None = None, log_dir: Path = None):
+        args = [str(BIN / executable)]
+        if params:
+            args.append('--ros-args')
+            for name, value in params.items():
+                args += ['-p', f'{name}:={value}']
+        self.log = open(log_dir / f'{executable}.log', 'w+') if log_dir else subprocess.DEVNULL
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                        env=os.environ.copy())
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+        """Send `sig` and wait for the exit code (killed, -9, if it does not exit in time)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+@pytest.fixture
+def start_node(tmp_path):
+    """start_node(executable, params) -> NodeProcess; every process is stopped afterwards."""
+    started = []
+
+    def start(executable: str, params: dict | None = None) -> NodeProcess:
+        node = NodeProcess(executable, params, tmp_path)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop(signal.SIGKILL if node.process.poll() is None else signal.SIGINT, 5.0)
+
+
+@pytest.fixture
+def spin():
+    """spin(node, seconds, until=None): spin a test node; True once `until()` holds."""
+    return _spin_for
+
+
+def _spin_for(node, seconds: float, until=None) -> bool:
+    """Spin `node` for up to `seconds`; stop early (and return True) once `until()` holds."""
+    import rclpy
+    executor = rclpy.executors.SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+            if until is not None and until():
+                return True
+    finally:
+        executor.remove_node(node)
+    return until is None

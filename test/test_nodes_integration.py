@@ -1,0 +1,105 @@
+"""camera_node, perception_node and agent_node as three OS processes over real DDS."""
+import math
+import signal
+import time
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+MEASURE_S = 16.0
+
+
+class Recorder:
+    """Subscribes to the loop's outputs from the test process and keeps what arrives."""
+
+    def __init__(self, context):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import Twist
+        from rclpy.node import Node
+        from sensor_msgs.msg import RegionOfInterest
+        from std_msgs.msg import Float32MultiArray
+
+        self.node = Node('integration_recorder', context=context)
+        self.stamps = defaultdict(list)
+        self.features, self.commands, self.rois = [], [], []
+        self.diagnostics = defaultdict(list)
+        self.node.create_subscription(Float32MultiArray, 'features', self._features, 10)
+        self.node.create_subscription(Twist, 'cmd_vel', self._command, 10)
+        self.node.create_subscription(RegionOfInterest, 'focus_roi', self._roi, 10)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10)
+
+    def _features(self, msg):
+        self.stamps['features'].append(time.monotonic())
+        self.features.append(np.array(msg.data, np.float32))
+
+    def _command(self, msg):
+        self.stamps['cmd_vel'].append(time.monotonic())
+        self.commands.append((msg.linear.x, msg.linear.y, msg.linear.z,
+                              msg.angular.x, msg.angular.y, msg.angular.z))
+
+    def _roi(self, msg):
+        self.stamps['focus_roi'].append(time.monotonic())
+        self.rois.append((msg.x_offset, msg.y_offset, msg.width, msg.height))
+
+    def _diagnostics(self, msg):
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            self.diagnostics[status.name].append(values)
+
+    def rate(self, topic: str, start: float, end: float) -> float:
+        count = sum(start <= t < end for t in self.stamps[topic])
+        return count / (end - start)
+
+    def latest(self, name_part: str, key: str) -> str | None:
+        for name, values in self.diagnostics.items():
+            if name_part in name and values and key in values[-1]:
+                return values[-1][key]
+        return None
+
+
+def test_camera_perception_agent_loop(ros_context, start_node, spin):
+    nodes = [start_node('camera_node', {'source': 'synthetic'}),
+             start_node('perception_node'),
+             start_node('agent_node', {'rollout_length': 128})]
+    recorder = Recorder(ros_context)
+    # Start-up (torch import, DDS discovery) is not part of the measurement.
+    assert spin(recorder.node, 60.0, until=lambda: len(recorder.features) >= 20), \
+        'no features within 60 s:\n' + '\n'.join(n.output()[-2000:] for n in nodes)
+    first_steps = recorder.latest('perception_node', 'train_steps')
+    start = time.monotonic()
+    spin(recorder.node, MEASURE_S)
+    end = time.monotonic()
+    spin(recorder.node, 1.5)  # one more diagnostics period
+    last_steps = recorder.latest('perception_node', 'train_steps')
+
+    rates = {topic: recorder.rate(topic, start, end)
+             for topic in ('features', 'cmd_vel', 'focus_roi')}
+    for topic, rate in rates.items():
+        assert rate >= 18.0, f'{topic} at {rate:.1f} Hz, want >= 18 Hz ({rates})'
+
+    features = np.stack(recorder.features)
+    assert features.shape[1] == 64
+    assert np.isfinite(features).all()
+    assert features.std(axis=0).max() > 1e-3, 'features are constant'
+
+    limits = {0: 0.2, 5: 0.5}  # the default controlled axes: linear.x, angular.z
+    for command in recorder.commands:
+        assert all(math.isfinite(v) for v in command)
+        for axis, value in enumerate(command):
+            assert abs(value) <= limits.get(axis, 0.0) + 1e-9
+    for x, y, width, height in recorder.rois:
+        assert width > 0 and height > 0 and x + width <= 640 and y + height <= 480
+
+    assert first_steps is not None and last_steps is not None, dict(recorder.diagnostics)
+    assert int(last_steps) > int(first_steps) + 200, (first_steps, last_steps)
+    assert int(recorder.latest('agent_node', 'updates')) >= 1
+    assert recorder.latest('camera_node', 'frames_published') is not None
+
+    recorder.node.destroy_node()
+    codes = [node.stop(signal.SIGINT) for node in nodes]
+    assert codes == [0, 0, 0], '\n'.join(n.output()[-2000:] for n in nodes)
+    for node in nodes:
+        assert 'Traceback' not in node.output()
