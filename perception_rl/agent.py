@@ -144,6 +144,7 @@ class Agent:
     def forget_previous(self) -> None:
         """Do not link the next observation to the last decision (inputs stopped, time jumped)."""
         self._previous = None
+        self.buffer.mark_gap()
 
     @property
     def updating(self) -> bool:
@@ -174,12 +175,15 @@ class Agent:
         return ({'policy': self.learner.model, 'icm': self.learner.icm},
                 {'adam': self.learner.optimizer})
 
-    def save(self, directory: str | Path, keep: int = 3) -> Path:
+    def save(self, directory: str | Path, keep: int = 3, timeout: float = 30.0) -> Path:
         """Write the learner's weights, optimizer state, normaliser and counters.
 
-        Waits for a running update first, so the weights and optimizer state belong together.
+        Waits for a running update first, so the weights and optimizer state belong together;
+        RuntimeError if it is still running after `timeout` seconds (nothing is written).
         """
-        self.wait_for_update()
+        if not self._worker.wait_idle(timeout):
+            raise RuntimeError(f'a PPO update is still running after {timeout} s')
+        self._adopt_finished_update()
         tensors, meta = state_tensors(*self._parts())
         stats = self.learner.intrinsic_stats
         meta.update(kind=CHECKPOINT_PREFIX, architecture=self.architecture(),
@@ -192,6 +196,8 @@ class Agent:
         """Continue from a checkpoint; ValueError says precisely what does not match."""
         check_architecture(checkpoint, self.architecture())
         restore_state(checkpoint.tensors, checkpoint.metadata, *self._parts())
+        for group in self.learner.optimizer.param_groups:  # the configured rate, not the saved
+            group['lr'] = self.config.ppo.learning_rate
         self.policy.load_state_dict(self.learner.model.state_dict())
         meta = checkpoint.metadata
         self.steps, self.updates = int(meta['steps']), int(meta['updates'])

@@ -85,7 +85,7 @@ class AgentNode(Node):
             except ValueError as error:
                 self.agent.close()
                 raise ParameterError(f"parameter 'checkpoint_dir': {error}") from None
-            self.create_timer(p['checkpoint_period'], self._save_checkpoint)
+            self.create_timer(p['checkpoint_period'], self._save_periodically)
         self._scalars = ScalarLog(p['log_dir'])
         self._logged_updates = self.agent.updates
         self._reward = 0.0
@@ -184,11 +184,22 @@ class AgentNode(Node):
             return (WARN if self.commands == 0 else ERROR), 'no features: commanding zero', values
         return OK, 'ok', values
 
-    def _save_checkpoint(self) -> None:
+    def _save_periodically(self) -> None:
+        if self.agent.updating:  # saving would wait for the update, and acting with it
+            self.get_logger().info('PPO update running: checkpoint deferred by 1 s')
+            self._retry = self.create_timer(1.0, self._retry_save)
+            return
+        self._save_checkpoint(timeout=0.0)
+
+    def _retry_save(self) -> None:
+        self.destroy_timer(self._retry)
+        self._save_periodically()
+
+    def _save_checkpoint(self, timeout: float) -> None:
         try:
-            path = self.agent.save(self._p['checkpoint_dir'])
+            path = self.agent.save(self._p['checkpoint_dir'], timeout=timeout)
             self.get_logger().info(f'checkpoint {path}')
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RuntimeError) as error:
             self.get_logger().error(f'checkpoint not saved: {error}')
 
     def shutdown(self) -> None:
@@ -196,7 +207,7 @@ class AgentNode(Node):
         self._publish_command(self.command_spec.command(np.zeros(len(self.command_spec.axes))))
         self._cmd_pub.wait_for_all_acked(timeout=Duration(seconds=0.5))
         if self._p['checkpoint_dir']:
-            self._save_checkpoint()
+            self._save_checkpoint(timeout=3.0)
         self.agent.close()
         self._scalars.close()
 

@@ -156,6 +156,9 @@ def resume(core, directory: str | os.PathLike, prefix: str) -> list[str]:
     if loaded is None:
         notes.append(f'no usable {prefix} checkpoint in {directory}: starting fresh')
     else:
-        core.load(loaded)
+        try:
+            core.load(loaded)
+        except KeyError as missing:
+            raise ValueError(f'{loaded.path.name} lacks {missing} in its metadata') from None
         notes.append(f'resumed from {loaded.path}')
     return notes

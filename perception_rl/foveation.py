@@ -51,10 +51,14 @@ class Roi:
         return Roi(x, y, width, height)
 
     def centre(self, frame_width: int, frame_height: int) -> tuple[float, float]:
-        """The ROI centre in [-1, 1] frame coordinates (0, 0 at the frame centre)."""
-        span_x = max(frame_width - self.width, 1)
-        span_y = max(frame_height - self.height, 1)
-        return (2.0 * self.x / span_x - 1.0, 2.0 * self.y / span_y - 1.0)
+        """The ROI centre in [-1, 1] frame coordinates (0, 0 at the frame centre).
+
+        The inverse of `around`; an axis the ROI fills entirely is centred (0).
+        """
+        roi = self.clipped_to(frame_width, frame_height)
+        span_x, span_y = frame_width - roi.width, frame_height - roi.height
+        return (2.0 * roi.x / span_x - 1.0 if span_x > 0 else 0.0,
+                2.0 * roi.y / span_y - 1.0 if span_y > 0 else 0.0)
 
 
 def crop_fovea(frame: np.ndarray, roi: Roi, size: int) -> np.ndarray:

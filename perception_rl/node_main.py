@@ -46,7 +46,9 @@ def spin_until_stopped(nodes: list[Node], duration: float | None = None,
     except ExternalShutdownException:
         pass
     finally:
-        for node in nodes:
+        # Downstream first: the agent's zero command must not wait for perception's
+        # checkpoint to reach the disk.
+        for node in reversed(nodes):
             shutdown = getattr(node, 'shutdown', None)
             if shutdown is not None:
                 try:

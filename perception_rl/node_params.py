@@ -4,6 +4,7 @@ from typing import Any, Callable
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+from rclpy.exceptions import InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -117,7 +118,11 @@ def declare_parameters(node: Node, specs: list[ParamSpec],
             descriptor.floating_point_range = [FloatingPointRange(
                 from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
         default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
-        value = node.declare_parameter(spec.name, default, descriptor).value
+        try:
+            value = node.declare_parameter(spec.name, default, descriptor).value
+        except InvalidParameterValueException as error:  # rclpy's own range check
+            raise ParameterError(f"parameter '{spec.name}': {error.args[0]}; "
+                                 f'it accepts {spec.accepts()}') from None
         values[spec.name] = spec.coerce(value)
 
     def validate(params: list[Parameter]) -> SetParametersResult:

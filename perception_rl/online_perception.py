@@ -77,6 +77,7 @@ class OnlinePerception:
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
         self.training = config.aux.kind != 'none'
         self.train_steps = 0
+        self.skipped_nonfinite = 0
         self._prev_features: torch.Tensor | None = None
 
     @property
@@ -103,10 +104,14 @@ class OnlinePerception:
             loss, terms = self.aux(features, self._prev_features, action_t)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(
+            norm = torch.nn.utils.clip_grad_norm_(
                 self.optimizer.param_groups[0]['params'], self.config.max_grad_norm)
-            self.optimizer.step()
-            self.train_steps += 1
+            if torch.isfinite(loss) and torch.isfinite(norm):
+                self.optimizer.step()
+                self.train_steps += 1
+            else:  # one bad frame must not poison the weights
+                self.skipped_nonfinite += 1
+                train = False
         detached = features.detach()
         self._prev_features = detached
         end = time.perf_counter()
@@ -141,5 +146,7 @@ class OnlinePerception:
         check_architecture(checkpoint, self.architecture())
         restore_state(checkpoint.tensors, checkpoint.metadata,
                       {'encoder': self.encoder, 'aux': self.aux}, {'adam': self.optimizer})
+        for group in self.optimizer.param_groups:  # the configured rate, not the saved one
+            group['lr'] = self.config.learning_rate
         self.train_steps = int(checkpoint.metadata['train_steps'])
         self.reset_history()

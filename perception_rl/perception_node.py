@@ -166,6 +166,7 @@ class PerceptionNode(Node):
                   'tick_ms_p50': tick['p50'], 'tick_ms_p99': tick['p99'],
                   'forward_ms_p50': forward['p50'], 'train_ms_p50': train['p50'],
                   'train_ms_p99': train['p99'], 'images_rejected': self.rejected,
+                  'nonfinite_steps_skipped': self.core.skipped_nonfinite,
                   'time_jumps': self.time_jumps}
         level = OK if self.frames else WARN
         return level, 'ok' if self.frames else 'no frames yet', values

@@ -73,13 +73,20 @@ class PPOLearner:
         self.intrinsic_stats.update(raw_intrinsic[:, None])
         intrinsic = raw_intrinsic / float(self.intrinsic_stats.std[0])
 
+        # V(s_{t+1}): the stored value of the next row where it follows on, the critic's
+        # value of the stored next observation where the stream broke (or the rollout ends).
         with torch.no_grad():
-            last_ext, last_int = self.model.values(torch.as_tensor(rollout.last_features)[None])
-        adv_ext, ret_ext = compute_gae(rollout.rewards_ext, rollout.values_ext, rollout.dones,
-                                       float(last_ext), c.gamma_ext, c.gae_lambda)
+            gap_ext, gap_int = (v.numpy() for v in self.model.values(nf))
+        gaps = rollout.gaps > 0
+        next_ext = np.where(gaps, gap_ext, np.append(rollout.values_ext[1:], 0.0))
+        next_int = np.where(gaps, gap_int, np.append(rollout.values_int[1:], 0.0))
+        cuts = np.maximum(rollout.dones, rollout.gaps)
+        adv_ext, ret_ext = compute_gae(rollout.rewards_ext, rollout.values_ext, next_ext,
+                                       rollout.dones, cuts, c.gamma_ext, c.gae_lambda)
         no_dones = np.zeros_like(rollout.dones)  # curiosity does not stop at episode ends
         adv_int, ret_int = compute_gae(intrinsic.astype(np.float32), rollout.values_int,
-                                       no_dones, float(last_int), c.gamma_int, c.gae_lambda)
+                                       next_int, no_dones, rollout.gaps, c.gamma_int,
+                                       c.gae_lambda)
         advantages = torch.as_tensor(c.ext_coef * adv_ext + c.int_coef * adv_int)
         ret_ext, ret_int = torch.as_tensor(ret_ext), torch.as_tensor(ret_int)
 
@@ -90,7 +97,8 @@ class PPOLearner:
         focus_loss = -(focus_log_probs * focus_norm_adv).mean()
         self.optimizer.zero_grad(set_to_none=True)
         (c.focus_coef * focus_loss).backward()
-        nn.utils.clip_grad_norm_(self.model.focus.parameters(), c.max_grad_norm)
+        nn.utils.clip_grad_norm_([*self.model.focus.parameters(), self.model.focus_log_std],
+                                 c.max_grad_norm)
         self.optimizer.step()
 
         steps = len(rollout.rewards_ext)

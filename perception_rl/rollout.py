@@ -4,25 +4,26 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray,
-                last_value: float, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
+                dones: np.ndarray, cuts: np.ndarray, gamma: float, lam: float
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Advantages and returns by GAE (Schulman et al. 2016).
 
     :param rewards: r_t [T]
     :param values: V(s_t) [T]
-    :param dones: 1.0 where the episode ended after step t [T]
-    :param last_value: V(s_T), the bootstrap after the last step
+    :param next_values: V(s_{t+1}) [T], the state reached after step t
+    :param dones: 1.0 where the episode ended after step t: no bootstrap [T]
+    :param cuts: 1.0 where row t+1 does not continue row t (an episode end, or a gap in the
+        stream): the lambda-trace stops there [T]
     :returns: (advantages [T], returns [T] = advantages + values)
     """
     steps = len(rewards)
     advantages = np.zeros(steps, np.float32)
-    next_value, next_advantage = last_value, 0.0
+    next_advantage = 0.0
     for t in reversed(range(steps)):
-        not_done = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_value * not_done - values[t]
-        next_advantage = delta + gamma * lam * not_done * next_advantage
+        delta = rewards[t] + gamma * next_values[t] * (1.0 - dones[t]) - values[t]
+        next_advantage = delta + gamma * lam * (1.0 - cuts[t]) * next_advantage
         advantages[t] = next_advantage
-        next_value = values[t]
     return advantages, advantages + values.astype(np.float32)
 
 
@@ -40,7 +41,7 @@ class Rollout:
     values_int: np.ndarray     # [T]
     rewards_ext: np.ndarray    # [T]
     dones: np.ndarray          # [T]
-    last_features: np.ndarray  # [F] the observation after the last step, for bootstrapping
+    gaps: np.ndarray           # [T] 1.0 where row t+1 does not follow row t in time
 
 
 class RolloutBuffer:
@@ -58,6 +59,7 @@ class RolloutBuffer:
         self._vi = np.zeros(length, np.float32)
         self._r = np.zeros(length, np.float32)
         self._d = np.zeros(length, np.float32)
+        self._gap = np.zeros(length, np.float32)
         self.size = 0
 
     @property
@@ -71,13 +73,21 @@ class RolloutBuffer:
         self._f[i], self._nf[i], self._a[i], self._lp[i] = features, next_features, action, log_prob
         self._focus[i], self._flp[i] = focus, focus_log_prob
         self._ve[i], self._vi[i], self._r[i], self._d[i] = value_ext, value_int, reward_ext, done
+        self._gap[i] = 0.0
         self.size += 1
+
+    def mark_gap(self) -> None:
+        """The stream broke after the last stored row: the next row does not follow it."""
+        if self.size:
+            self._gap[self.size - 1] = 1.0
 
     def take(self) -> Rollout:
         """Copy out the full buffer and empty it."""
         if not self.full:
             raise RuntimeError('the rollout buffer is not full yet')
         self.size = 0
+        gaps = self._gap.copy()
+        gaps[-1] = 1.0  # what follows the rollout is not in it
         return Rollout(self._f.copy(), self._nf.copy(), self._a.copy(), self._lp.copy(),
                        self._focus.copy(), self._flp.copy(), self._ve.copy(), self._vi.copy(),
-                       self._r.copy(), self._d.copy(), self._nf[-1].copy())
+                       self._r.copy(), self._d.copy(), gaps)

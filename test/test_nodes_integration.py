@@ -66,7 +66,9 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
              start_node('agent_node', {'rollout_length': 128})]
     recorder = Recorder(ros_context)
     # Start-up (torch import, DDS discovery) is not part of the measurement.
-    assert spin(recorder.node, 60.0, until=lambda: len(recorder.features) >= 20), \
+    ready = lambda: (len(recorder.features) >= 20  # noqa: E731
+                     and recorder.latest('perception_node', 'train_steps') is not None)
+    assert spin(recorder.node, 60.0, until=ready), \
         'no features within 60 s:\n' + '\n'.join(n.output()[-2000:] for n in nodes)
     first_steps = recorder.latest('perception_node', 'train_steps')
     start = time.monotonic()
@@ -77,6 +79,13 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
 
     rates = {topic: recorder.rate(topic, start, end)
              for topic in ('features', 'cmd_vel', 'focus_roi')}
+    # Shown with `pytest -s`: the figures the closing note reports.
+    print(f'\nrates over {MEASURE_S:.0f} s (Hz):', {k: round(v, 2) for k, v in rates.items()})
+    for name, keys in (('perception_node', ('forward_ms_p50', 'train_ms_p50', 'train_ms_p99',
+                                            'tick_ms_p50', 'tick_ms_p99')),
+                       ('agent_node', ('tick_ms_p50', 'tick_ms_p99', 'updates')),
+                       ('camera_node', ('tick_ms_p50', 'tick_ms_p99'))):
+        print(name, {key: recorder.latest(name, key) for key in keys})
     for topic, rate in rates.items():
         assert rate >= 18.0, f'{topic} at {rate:.1f} Hz, want >= 18 Hz ({rates})'
 
@@ -103,3 +112,17 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
     assert codes == [0, 0, 0], '\n'.join(n.output()[-2000:] for n in nodes)
     for node in nodes:
         assert 'Traceback' not in node.output()
+
+
+@pytest.mark.parametrize('executable, params, name', [
+    ('camera_node', {'image_width': 10}, 'image_width'),         # rclpy's own range check
+    ('camera_node', {'framerate': 'fast'}, 'framerate'),         # wrong type
+    ('perception_node', {'aux_loss': 'telepathy'}, 'aux_loss'),  # not a choice
+    ('agent_node', {'axis_limits': '[0.2]'}, 'axis_limits'),     # one limit for two axes
+])
+def test_invalid_parameter_exits_non_zero_naming_it(start_node, executable, params, name):
+    node = start_node(executable, params)
+    code = node.process.wait(60)
+    output = node.output()
+    assert code == 2, output
+    assert f"'{name}'" in output and 'Traceback' not in output, output

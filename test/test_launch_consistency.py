@@ -1,0 +1,59 @@
+"""The launch file, setup.py and the parameter YAML agree with the nodes (runs everywhere)."""
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+from perception_rl import agent_node, camera_node, perception_node
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_PARAMETERS = {'camera_node': camera_node.PARAMETERS,
+                   'perception_node': perception_node.PARAMETERS,
+                   'agent_node': agent_node.PARAMETERS}
+
+
+def _launch_nodes() -> list[dict]:
+    """package/executable/name keyword arguments of every Node(...) in the launch file."""
+    tree = ast.parse((ROOT / 'launch' / 'perception_rl.launch.py').read_text())
+    nodes = []
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, 'id', None) == 'Node':
+            nodes.append({k.arg: k.value.value for k in call.keywords
+                          if isinstance(k.value, ast.Constant)})
+    return nodes
+
+
+def _console_scripts() -> set[str]:
+    setup = (ROOT / 'setup.py').read_text()
+    return set(re.findall(r"f?'([\w-]+) = \{PACKAGE\}\.", setup))
+
+
+def test_launch_executables_are_console_scripts():
+    nodes = _launch_nodes()
+    assert {n['executable'] for n in nodes} == set(NODE_PARAMETERS)
+    assert {n['executable'] for n in nodes} <= _console_scripts()
+    assert all(n['package'] == 'perception_rl' and n['name'] == n['executable'] for n in nodes)
+
+
+def test_config_blocks_are_the_nodes_and_every_value_is_valid():
+    config = yaml.safe_load((ROOT / 'config' / 'perception_rl.yaml').read_text())
+    assert set(config) == set(NODE_PARAMETERS)
+    for node, specs in NODE_PARAMETERS.items():
+        by_name = {spec.name: spec for spec in specs}
+        values = config[node]['ros__parameters']
+        assert set(values) <= set(by_name), f'{node}: undeclared {set(values) - set(by_name)}'
+        for name, value in values.items():
+            by_name[name].coerce(value)  # raises ParameterError naming the parameter
+
+
+def test_launch_arguments_match_the_issue_contract():
+    text = (ROOT / 'launch' / 'perception_rl.launch.py').read_text()
+    for argument in ('source', 'params_file', 'use_sim_time'):
+        assert f"DeclareLaunchArgument('{argument}'" in text
+
+
+def test_data_files_install_launch_and_config():
+    setup = (ROOT / 'setup.py').read_text()
+    assert "glob('launch/*.launch.py')" in setup and "glob('config/*.yaml')" in setup
+    assert (ROOT / 'resource' / 'perception_rl').exists()

@@ -1,0 +1,75 @@
+"""The perception core: view shapes, feature shapes, and an auxiliary loss that learns."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from perception_rl.aux_losses import AuxLossConfig
+from perception_rl.encoder import EncoderConfig, VisualPerception
+from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
+from perception_rl.online_perception import ACTION_DIM, OnlinePerception, PerceptionConfig
+from perception_rl.synthetic_scene import SyntheticScene
+
+
+@pytest.mark.parametrize('cx, cy', [(-1, -1), (1, 1), (0, 0), (5, -5), (float('nan'), 0.3)])
+def test_roi_around_stays_inside_and_centre_inverts_it(cx, cy):
+    roi = Roi.around(cx, cy, 640, 480, 128, 96)
+    assert 0 <= roi.x and roi.x + roi.width <= 640 and 0 <= roi.y and roi.y + roi.height <= 480
+    back = Roi.around(*roi.centre(640, 480), 640, 480, 128, 96)
+    assert back == roi
+
+
+def test_views_have_the_configured_sizes():
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+    assert crop_fovea(frame, Roi(600, 450, 128, 128), 48).shape == (48, 48, 3)
+    assert downsample_periphery(frame, 64, 48).shape == (48, 64, 3)
+    encoder = VisualPerception(EncoderConfig())
+    fovea, periphery = encoder.views(frame, Roi.centred(640, 480, 128, 128), torch.device('cpu'))
+    assert fovea.shape == (1, 3, 48, 48) and periphery.shape == (1, 3, 48, 64)
+    assert 0.0 <= float(fovea.min()) and float(fovea.max()) <= 1.0
+    assert encoder(fovea, periphery).shape == (1, 64)
+
+
+def _run(core, frames, passes):
+    roi, action = Roi.centred(640, 480, 128, 128), np.zeros(ACTION_DIM, np.float32)
+    means = []
+    for _ in range(passes):
+        losses = [core.step(f, roi, action).loss_terms.get('total') for f in frames]
+        means.append(np.mean([x for x in losses if x is not None]))
+    return means
+
+
+def test_tpc_loss_goes_down_on_a_fixed_frame_sequence():
+    torch.set_num_threads(1)
+    scene = SyntheticScene(seed=3)
+    frames = [scene.step() for _ in range(100)]
+    core = OnlinePerception(PerceptionConfig(seed=0))
+    means = _run(core, frames, passes=5)
+    assert means[-1] < 0.5 * means[0], means
+    assert core.train_steps == 5 * 100 - 1  # no loss on the very first frame
+
+
+def test_frozen_and_paused_perception_do_not_change_weights():
+    frames = [SyntheticScene(seed=4).step() for _ in range(5)]
+    for core in (OnlinePerception(PerceptionConfig(aux=replace(AuxLossConfig(), kind='none'))),
+                 OnlinePerception(PerceptionConfig())):
+        core.training = False
+        before = [p.detach().clone() for p in core.encoder.parameters()]
+        steps = [core.step(f, Roi(0, 0, 64, 64), np.zeros(ACTION_DIM)) for f in frames]
+        assert not any(s.trained for s in steps) and core.train_steps == 0
+        assert all(torch.equal(a, b) for a, b in zip(before, core.encoder.parameters()))
+        assert steps[0].features.shape == (64,) and steps[0].features.dtype == np.float32
+
+
+def test_unknown_loss_and_missing_cuda_are_refused():
+    with pytest.raises(ValueError, match='aux_loss'):
+        OnlinePerception(PerceptionConfig(aux=replace(AuxLossConfig(), kind='bogus')))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='cuda'):
+            OnlinePerception(PerceptionConfig(device='cuda'))
+
+
+def test_a_full_frame_roi_is_centred():
+    assert Roi(0, 0, 640, 480).centre(640, 480) == (0.0, 0.0)
+    assert Roi(0, 100, 640, 128).centre(640, 480)[0] == 0.0
