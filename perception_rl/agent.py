@@ -159,11 +159,6 @@ class Agent:
             self.policy.load_state_dict(weights)
             self.updates += 1
 
-    def wait_for_update(self, timeout: float = 30.0) -> None:
-        """Block until the running update (if any) has finished and adopt it (tests, shutdown)."""
-        self._worker.wait_idle(timeout)
-        self._adopt_finished_update()
-
     def close(self) -> None:
         self._worker.stop()
 

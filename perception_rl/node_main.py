@@ -8,7 +8,7 @@ each node's `shutdown()` runs while the context is alive, and then rclpy shuts d
 import signal
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -19,14 +19,12 @@ from perception_rl.frame_sources import SourceError
 from perception_rl.node_params import ParameterError
 
 
-class ShutsDown(Protocol):
-    def shutdown(self) -> None:
-        """Last work before the node is destroyed (zero command, final checkpoint)."""
-
-
 def spin_until_stopped(nodes: list[Node], duration: float | None = None,
                        every_second: Callable[[], None] | None = None) -> None:
-    """Spin the nodes on one executor until a signal, `duration` seconds, or rclpy shutdown."""
+    """Spin the nodes on one executor until a signal, `duration` seconds, or rclpy shutdown.
+
+    Then each node's `shutdown()` (where it has one) runs, last node first.
+    """
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
