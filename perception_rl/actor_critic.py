@@ -33,7 +33,7 @@ class Decision:
     value_int: float
 
 
-def _mlp(inputs: int, hidden: int, outputs: int, out_gain: float) -> nn.Sequential:
+def mlp(inputs: int, hidden: int, outputs: int, out_gain: float) -> nn.Sequential:
     """Two tanh hidden layers, orthogonal init (the PPO implementation details, Huang et al. 2022)."""
     layers = [nn.Linear(inputs, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
               nn.Linear(hidden, outputs)]
@@ -52,11 +52,11 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.actor = _mlp(c.feature_dim, c.hidden, c.action_dim, out_gain=0.01)
+        self.actor = mlp(c.feature_dim, c.hidden, c.action_dim, out_gain=0.01)
         self.actor_log_std = nn.Parameter(torch.full((c.action_dim,), c.init_log_std))
-        self.focus = _mlp(c.feature_dim, c.hidden, 2, out_gain=0.01)
+        self.focus = mlp(c.feature_dim, c.hidden, 2, out_gain=0.01)
         self.focus_log_std = nn.Parameter(torch.full((2,), c.init_log_std))
-        self.critic = _mlp(c.feature_dim, c.hidden, 2, out_gain=1.0)  # [extrinsic, intrinsic]
+        self.critic = mlp(c.feature_dim, c.hidden, 2, out_gain=1.0)  # [extrinsic, intrinsic]
 
     def policy(self, features: torch.Tensor) -> Normal:
         return Normal(self.actor(features), self.actor_log_std.exp())

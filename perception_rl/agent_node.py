@@ -11,7 +11,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import RegionOfInterest
-from std_msgs.msg import Float32, Float32MultiArray
+from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension
 
 from perception_rl import qos
 from perception_rl.actor_critic import ActorCriticConfig
@@ -22,6 +22,7 @@ from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import ERROR, OK, WARN, HealthPublisher
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
+from perception_rl.policy_weights import flatten_policy
 from perception_rl.ppo import PPOConfig
 from perception_rl.scalar_log import ScalarLog
 from perception_rl.timing import LatencyWindow
@@ -98,6 +99,8 @@ class AgentNode(Node):
         self._cmd_pub = self.create_publisher(Twist, 'cmd_vel', qos.LATEST,
                                               qos_overriding_options=qos.overridable())
         self._roi_pub = self.create_publisher(RegionOfInterest, 'focus_roi', qos.LATEST)
+        self._policy_pub = self.create_publisher(Float32MultiArray, 'policy_weights', qos.POLICY)
+        self._publish_policy()
         self.create_subscription(Float32MultiArray, 'features', self._on_features, qos.FEATURES,
                                  qos_overriding_options=qos.overridable())
         self.create_subscription(Float32, 'reward', self._on_reward, qos.REWARDS)
@@ -154,6 +157,14 @@ class AgentNode(Node):
             setattr(getattr(msg, group), component, value)
         self._cmd_pub.publish(msg)
 
+    def _publish_policy(self) -> None:
+        """The acting policy, for perception's pisco loss (policy_weights.py)."""
+        labels, data = flatten_policy(self.agent.policy)
+        msg = Float32MultiArray(data=data.tolist())
+        msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size)
+                          for label, size in labels]
+        self._policy_pub.publish(msg)
+
     def _watchdog(self) -> None:
         if time.monotonic() - self._last_input > self._p['input_timeout']:
             if not self._stale:
@@ -166,6 +177,7 @@ class AgentNode(Node):
         agent = self.agent
         if agent.updates != self._logged_updates:
             self._logged_updates = agent.updates
+            self._publish_policy()
             self._scalars.write({f'agent/{k}': v for k, v in agent.last_update.items()},
                                 agent.steps)
         if agent.last_error is not None:

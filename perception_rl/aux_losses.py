@@ -1,79 +1,352 @@
 """Self-supervised auxiliary losses that train perception online, one frame at a time.
 
-Each loss sees the live features of the current frame (in the graph), the detached features
-of the previous frame and the action taken in between. Only the current sample carries
-gradient: no frames are stored for replay.
+The `aux_loss` parameter composes them with weights: `tpc`, `contrastive+vicreg:0.5`,
+`none`. Every term sees the live features of the current frame (in the graph), the detached
+features of the previous frame, the action taken in between and a short history of detached
+feature vectors (64 floats each, never frames). Only the current sample carries gradient, so
+terms that compare against a window scale their gradient up by its length.
 """
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-AUX_LOSSES = ('tpc', 'none')
-"""Values of the perception node's `aux_loss` parameter; `none` freezes the encoder."""
+from perception_rl.actor_critic import mlp
+
+AUX_TERMS = ('tpc', 'coherence', 'contrastive', 'vicreg', 'reconstruction', 'pisco')
+"""The losses `aux_loss` can combine; `none` alone freezes the encoder."""
+
+
+def parse_aux_loss(spec: str) -> dict[str, float]:
+    """'tpc+vicreg:0.5' -> {'tpc': 1.0, 'vicreg': 0.5}; 'none' -> {} (frozen encoder).
+
+    ValueError names the part that is wrong and lists what is accepted.
+    """
+    spec = spec.strip()
+    if spec == 'none':
+        return {}
+    weights: dict[str, float] = {}
+    for part in spec.split('+'):
+        name, _, weight = part.strip().partition(':')
+        if name not in AUX_TERMS:
+            raise ValueError(f"aux_loss term {name!r} is not one of {', '.join(AUX_TERMS)} "
+                             "(combine with '+', weigh with ':', e.g. 'tpc+vicreg:0.5'; "
+                             "'none' for the frozen encoder)")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"aux_loss weight {weight!r} of {name!r} is not a number") from None
+        if not np.isfinite(value) or value <= 0.0:
+            raise ValueError(f"aux_loss weight of {name!r} must be a positive number, "
+                             f"not {weight!r}")
+        if name in weights:
+            raise ValueError(f"aux_loss names {name!r} twice")
+        weights[name] = value
+    return weights
 
 
 @dataclass
 class AuxLossConfig:
-    """Weights and sizes of the auxiliary loss."""
+    """Which auxiliary losses train perception, and their sizes."""
 
-    kind: str = 'tpc'
-    """Which loss trains perception: one of AUX_LOSSES."""
+    spec: str = 'tpc+vicreg'
+    """The `aux_loss` parameter: terms joined by '+', each optionally ':weight'; or 'none'."""
     predictor_hidden: int = 128
-    """Hidden width of the temporal predictor MLP."""
-    variance_weight: float = 1.0
-    """Weight of the anti-collapse variance term."""
+    """Hidden width of the temporal predictor MLP (tpc)."""
     variance_target: float = 0.5
-    """Per-dimension standard deviation over the window below which the hinge pushes."""
-    variance_window: int = 32
-    """How many past detached feature vectors the variance term compares against."""
-    variance_stride: int = 8
-    """One feature vector in this many enters the window, so it spans window*stride frames."""
+    """Per-dimension standard deviation below which the variance hinge pushes (vicreg)."""
+    covariance_weight: float = 0.04
+    """Weight of the covariance term inside vicreg (VICReg's 1:25 ratio to variance)."""
+    window: int = 32
+    """Past feature vectors in the sparse window that vicreg compares against."""
+    window_stride: int = 8
+    """One feature vector in this many enters the sparse window: it spans window*stride frames;
+    successive frames at 20 Hz are near duplicates and would have no spread to ask for."""
+    contrastive_history: int = 64
+    """Steps of detached features kept for the contrastive term."""
+    contrastive_gap: int = 10
+    """Features at least this many steps back are the negatives; one step back is the positive."""
+    temperature: float = 0.1
+    """Softmax temperature of the contrastive term (cosine similarities)."""
+    reconstruction_memory: int = 0
+    """Frames (their two small views) kept by the reconstruction term and replayed one per tick,
+    replacing the best-reconstructed when a worse one arrives (the live-video seed's memory of
+    32). 0 keeps no frames at all."""
+    pisco_shift: int = 4
+    """Pixels of random shift between the two augmented views of the pisco term."""
+    policy_actions: int = 2
+    """Action components of the agent policy that pisco keeps consistent."""
+    policy_hidden: int = 64
+    """Hidden width of the agent's actor MLP (must match the agent's to take its weights)."""
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return parse_aux_loss(self.spec)
 
 
-class TemporalPredictiveCoding(nn.Module):
-    """Predict features_t from (features_{t-1}, action_{t-1}); keep features from collapsing.
+@dataclass
+class AuxContext:
+    """What one tick offers the loss terms."""
 
-    The prediction error trains both the predictor and the encoder ("good features make the
-    world predictable", seed issue option 1). A constant encoder would make that error zero,
-    so a VICReg-style hinge keeps each dimension's standard deviation over a window of past
-    features above `variance_target`. The window is sparse (every `variance_stride`-th frame):
-    successive frames at 20 Hz are near duplicates, and a window of them has little spread to
-    ask for. Only the current sample is live in it, so its term is scaled by the window length
-    to keep its gradient from vanishing.
+    features: torch.Tensor
+    """Live features of the current frame [1, D] (in the graph)."""
+    prev_features: torch.Tensor
+    """Detached features of the previous frame [1, D]."""
+    prev_action: torch.Tensor
+    """The action taken between the two frames [1, A]."""
+    motion: float
+    """How much that action moves the view (sum of |command| and of the fovea's shift)."""
+    fovea: torch.Tensor
+    """The current fovea view [1, 3, h, w] in [0, 1]."""
+    periphery: torch.Tensor
+    """The current periphery view [1, 3, H, W] in [0, 1]."""
+    encode: object
+    """Callable (fovea, periphery) -> live features, for terms that need other views."""
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image shifted by up to `pad` pixels, edges replicated (DrQ's augmentation)."""
+    if pad <= 0:
+        return images
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (pad, pad, pad, pad), mode='replicate')
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+    return padded[..., dy:dy + height, dx:dx + width]
+
+
+class TemporalPrediction(nn.Module):
+    """tpc: predict features_t from (features_{t-1}, action_{t-1}) (seed issue, option 1).
+
+    The error trains the predictor and the encoder: good features make the world predictable.
+    A constant encoder would predict perfectly, so combine it with vicreg or contrastive.
     """
 
     def __init__(self, feature_dim: int, action_dim: int, config: AuxLossConfig):
         super().__init__()
-        self.config = config
         self.predictor = nn.Sequential(
             nn.Linear(feature_dim + action_dim, config.predictor_hidden), nn.ReLU(),
             nn.Linear(config.predictor_hidden, feature_dim))
-        self._window: deque[torch.Tensor] = deque(maxlen=config.variance_window)
-        self._steps = 0
 
-    def forward(self, features: torch.Tensor, prev_features: torch.Tensor,
-                prev_action: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss and its terms for live features [1, D] against the previous step."""
-        predicted = self.predictor(torch.cat([prev_features, prev_action], dim=1))
-        prediction = F.mse_loss(predicted, features)
-        total = prediction
-        terms = {'prediction': float(prediction.detach())}
-        if len(self._window) >= 2:
-            window = torch.cat([*self._window, features], dim=0)
-            std = torch.sqrt(window.var(dim=0) + 1e-4)
-            variance = F.relu(self.config.variance_target - std).mean() * len(window)
-            total = total + self.config.variance_weight * variance
-            terms['variance'] = float(variance.detach())
-        if self._steps % self.config.variance_stride == 0:
-            self._window.append(features.detach())
-        self._steps += 1
-        terms['total'] = float(total.detach())
-        return total, terms
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
+        predicted = self.predictor(torch.cat([ctx.prev_features, ctx.prev_action], dim=1))
+        return F.mse_loss(predicted, ctx.features)
+
+
+class TemporalCoherence(nn.Module):
+    """coherence: consecutive features stay close unless the action moved the view (option 2)."""
+
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
+        delta = F.mse_loss(ctx.features, ctx.prev_features)
+        return delta / (1.0 + ctx.motion)
+
+
+class TemporalContrast(nn.Module):
+    """contrastive: the features of one step back are the positive, those of `gap`+ steps back
+    the negatives (option 3); InfoNCE over cosine similarities, as in ATC (Stooke et al. 2021).
+    """
+
+    def __init__(self, config: AuxLossConfig):
+        super().__init__()
+        self.gap, self.temperature = config.contrastive_gap, config.temperature
+
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor | None:
+        recent = history.recent
+        if len(recent) <= self.gap:
+            return None
+        keys = torch.cat([recent[-1], *list(recent)[:-self.gap]], dim=0)
+        logits = F.normalize(ctx.features, dim=1) @ F.normalize(keys, dim=1).T
+        target = torch.zeros(1, dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits / self.temperature, target)
+
+
+class VarianceCovariance(nn.Module):
+    """vicreg: every dimension keeps its spread and the dimensions stay decorrelated over the
+    sparse window (the variance and covariance terms of VICReg, Bardes et al. 2022).
+
+    Only the current sample is live in the window, so both terms are scaled by its length to
+    keep their gradient from vanishing.
+    """
+
+    def __init__(self, config: AuxLossConfig):
+        super().__init__()
+        self.target, self.cov_weight = config.variance_target, config.covariance_weight
+
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor | None:
+        if len(history.sparse) < 2:
+            return None
+        window = torch.cat([*history.sparse, ctx.features], dim=0)
+        n, dim = window.shape
+        centred = window - window.mean(dim=0)
+        std = torch.sqrt(centred.pow(2).sum(dim=0) / (n - 1) + 1e-4)
+        variance = F.relu(self.target - std).mean()
+        cov = centred.T @ centred / (n - 1)
+        off_diagonal = cov - torch.diag(torch.diagonal(cov))
+        covariance = off_diagonal.pow(2).sum() / dim
+        return n * (variance + self.cov_weight * covariance)
+
+
+class Reconstruction(nn.Module):
+    """reconstruction: a decoder redraws the periphery view from the features (the live-video
+    seed), optionally replaying one frame a tick from a small loss-prioritised memory."""
+
+    def __init__(self, feature_dim: int, periphery_hw: tuple[int, int], config: AuxLossConfig):
+        super().__init__()
+        self.size = periphery_hw
+        self.base = ((periphery_hw[0] + 7) // 8, (periphery_hw[1] + 7) // 8)
+        self.expand = nn.Linear(feature_dim, 32 * self.base[0] * self.base[1])
+        self.decode = nn.Sequential(
+            nn.ReLU(), nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),
+            nn.ReLU(), nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.ReLU(), nn.ConvTranspose2d(16, 3, 4, stride=2, padding=1), nn.Sigmoid())
+        self.capacity = config.reconstruction_memory
+        self.memory: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.memory_loss: list[float] = []
+        self._generator = torch.Generator().manual_seed(0)
+
+    def _redraw(self, features: torch.Tensor) -> torch.Tensor:
+        image = self.decode(self.expand(features).reshape(-1, 32, *self.base))
+        if image.shape[-2:] != self.size:
+            image = F.interpolate(image, size=self.size, mode='bilinear', align_corners=False)
+        return image
+
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
+        errors = (self._redraw(ctx.features) - ctx.periphery).pow(2).mean(dim=(1, 2, 3))
+        loss = errors.mean()
+        if self.capacity > 0:
+            loss = self._with_memory(ctx, loss)
+        return loss
+
+    def _with_memory(self, ctx: AuxContext, loss: torch.Tensor) -> torch.Tensor:
+        current = float(loss.detach())
+        if self.memory:
+            index = int(torch.randint(len(self.memory), (1,), generator=self._generator))
+            fovea, periphery = self.memory[index]
+            replay = (self._redraw(ctx.encode(fovea, periphery)) - periphery).pow(2).mean()
+            self.memory_loss[index] = float(replay.detach())
+            loss = (loss + replay) / 2.0
+        entry = (ctx.fovea.detach(), ctx.periphery.detach())
+        if len(self.memory) < self.capacity:
+            self.memory.append(entry)
+            self.memory_loss.append(current)
+        else:
+            best = int(np.argmin(self.memory_loss))
+            if current > self.memory_loss[best]:
+                self.memory[best], self.memory_loss[best] = entry, current
+        return loss
+
+
+class PolicyConsistency(nn.Module):
+    """pisco: the agent's policy acts the same on two augmented views of the frame (PiSCO,
+    Arnold et al. 2023): the symmetric KL between its action distributions on the two.
+
+    The policy is the agent's: its actor and focus weights arrive through `load_policy` and are
+    never trained here. Until the first weights arrive it is the fixed random initialisation.
+    """
+
+    def __init__(self, feature_dim: int, config: AuxLossConfig, seed: int):
+        super().__init__()
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed + 7919)
+        self.actor = mlp(feature_dim, config.policy_hidden, config.policy_actions, 0.01)
+        self.focus = mlp(feature_dim, config.policy_hidden, 2, 0.01)
+        torch.random.set_rng_state(generator_state)
+        self.register_buffer('log_std', torch.full((config.policy_actions + 2,), -0.5))
+        self.requires_grad_(False)
+        self.shift = config.pisco_shift
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def load_policy(self, actor: dict[str, torch.Tensor], focus: dict[str, torch.Tensor],
+                    log_std: torch.Tensor) -> None:
+        """Take the agent's current policy; a shape mismatch raises ValueError."""
+        try:
+            self.actor.load_state_dict(actor)
+            self.focus.load_state_dict(focus)
+        except RuntimeError as error:
+            raise ValueError(f'policy weights do not fit: {error}') from None
+        if log_std.shape != self.log_std.shape:
+            raise ValueError(f'policy log_std has shape {tuple(log_std.shape)}, '
+                             f'expected {tuple(self.log_std.shape)}')
+        self.log_std.copy_(log_std)
+
+    def _mean(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.actor(features), self.focus(features)], dim=1)
+
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
+        views = [(random_shift(ctx.fovea, self.shift, self._generator),
+                  random_shift(ctx.periphery, self.shift, self._generator)) for _ in range(2)]
+        features = ctx.encode(torch.cat([views[0][0], views[1][0]]),
+                              torch.cat([views[0][1], views[1][1]]))
+        mean = self._mean(features)
+        # KL between two Gaussians with the same std: squared mean difference over 2 var.
+        # Each direction stops the gradient of its target, as PiSCO's detach_distribution.
+        variance = torch.exp(2.0 * self.log_std)
+        forward = (mean[0] - mean[1].detach()).pow(2) / (2.0 * variance)
+        backward = (mean[1] - mean[0].detach()).pow(2) / (2.0 * variance)
+        return (forward.sum() + backward.sum()) / 2.0
+
+
+class FeatureHistory:
+    """Detached feature vectors of past frames: every step (recent) and a sparse window."""
+
+    def __init__(self, recent: int, sparse: int, stride: int):
+        self.recent: deque[torch.Tensor] = deque(maxlen=recent)
+        self.sparse: deque[torch.Tensor] = deque(maxlen=sparse)
+        self.stride = stride
+        self.steps = 0
+
+    def add(self, features: torch.Tensor) -> None:
+        self.recent.append(features)
+        if self.steps % self.stride == 0:
+            self.sparse.append(features)
+        self.steps += 1
+
+    def clear(self) -> None:
+        self.recent.clear()
+        self.sparse.clear()
+        self.steps = 0
+
+
+class AuxiliaryObjective(nn.Module):
+    """The weighted sum of the configured terms, and the history they share."""
+
+    def __init__(self, config: AuxLossConfig, feature_dim: int, action_dim: int,
+                 periphery_hw: tuple[int, int], seed: int = 0):
+        super().__init__()
+        self.config = config
+        self.weights = config.weights
+        builders = {
+            'tpc': lambda: TemporalPrediction(feature_dim, action_dim, config),
+            'coherence': TemporalCoherence,
+            'contrastive': lambda: TemporalContrast(config),
+            'vicreg': lambda: VarianceCovariance(config),
+            'reconstruction': lambda: Reconstruction(feature_dim, periphery_hw, config),
+            'pisco': lambda: PolicyConsistency(feature_dim, config, seed),
+        }
+        self.terms = nn.ModuleDict({name: builders[name]() for name in self.weights})
+        self.history = FeatureHistory(config.contrastive_history, config.window,
+                                      config.window_stride)
+
+    def forward(self, ctx: AuxContext) -> tuple[torch.Tensor | None, dict[str, float]]:
+        """The total loss (None while no term has enough history yet) and each term's value."""
+        total, values = None, {}
+        for name, term in self.terms.items():
+            loss = term(ctx, self.history)
+            if loss is None:
+                continue
+            values[name] = float(loss.detach())
+            weighted = self.weights[name] * loss
+            total = weighted if total is None else total + weighted
+        if total is not None:
+            values['total'] = float(total.detach())
+        return total, values
+
+    def remember(self, features: torch.Tensor) -> None:
+        """Add this frame's detached features to the history."""
+        self.history.add(features.detach())
 
     def reset(self) -> None:
-        """Forget the window (after a jump in time: a looping bag, a camera restart)."""
-        self._window.clear()
-        self._steps = 0
+        """Forget the history (after a jump in time: a looping bag, a camera restart)."""
+        self.history.clear()

@@ -21,10 +21,35 @@ def main(argv=None) -> None:
                           'resumed from its checkpoints')
     run.add_argument('--params-file', default=None,
                      help='ROS parameter YAML with a block per node (config/perception_rl.yaml)')
+    bench = commands.add_parser(
+        'representation-bench', help='linear-probe benchmark of the auxiliary losses',
+        description='Stream synthetic scenes whose state is known through the perception '
+                    'core, once per arm, scene family and seed, and report how well a linear '
+                    'probe reads the state from the features (docs/representation_benchmark.md).')
+    bench.add_argument('--arms', default='frozen,tpc+vicreg,contrastive+vicreg',
+                       help='comma-separated arms, or "all"')
+    bench.add_argument('--families', default='all',
+                       help='comma-separated scene families, or "all"')
+    bench.add_argument('--seeds', type=int, default=3)
+    bench.add_argument('--frames', type=int, default=3000)
+    bench.add_argument('--workers', type=int, default=2, help='runs in parallel')
+    bench.add_argument('--out', default='runs/representation_bench')
     args = parser.parse_args(argv)
     if args.command == 'run':
         from perception_rl.run_job import run_job
         sys.exit(run_job(args.source, args.duration or None, args.out, args.params_file))
+    if args.command == 'representation-bench':
+        from pathlib import Path
+
+        from perception_rl.representation_bench import ARMS, run_benchmark
+        from perception_rl.synthetic_scene import SCENE_FAMILIES
+        arms = list(ARMS) if args.arms == 'all' else args.arms.split(',')
+        families = (list(SCENE_FAMILIES) if args.families == 'all'
+                    else args.families.split(','))
+        try:
+            run_benchmark(arms, families, args.seeds, args.frames, Path(args.out), args.workers)
+        except ValueError as error:
+            sys.exit(f'perception-rl representation-bench: {error}')
 
 
 if __name__ == '__main__':

@@ -71,6 +71,13 @@ class VisualPerception(nn.Module):
         fused = torch.cat([self.fovea(fovea), self.periphery(periphery)], dim=1)
         return self.norm(self.fuse(fused))
 
+    def freeze_conv_layers(self, count: int) -> None:
+        """Keep the bottom `count` convolutions of both streams at their current weights."""
+        for stream in (self.fovea, self.periphery):
+            convolutions = [m for m in stream[0] if isinstance(m, nn.Conv2d)]
+            for conv in convolutions[:count]:
+                conv.requires_grad_(False)
+
     def views(self, frame: np.ndarray, roi: Roi, device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """The fovea and periphery tensors [1, 3, H, W] of one HxWx3 uint8 frame."""

@@ -25,6 +25,8 @@ class ParamSpec:
     high: float | None = None
     dynamic: bool = False
     """Whether `ros2 param set` may change it while the node runs."""
+    check: Callable[[Any], object] | None = None
+    """Further validation of the value: raises ValueError saying what is wrong."""
 
     def accepts(self) -> str:
         """What this parameter accepts, in words."""
@@ -55,6 +57,11 @@ class ParamSpec:
                     or (self.high is not None and not item <= self.high)):
                 raise ParameterError(f"parameter '{self.name}' got {item!r}; "
                                      f'it accepts {self.accepts()}')
+        if self.check is not None:
+            try:
+                self.check(value)
+            except ValueError as error:
+                raise ParameterError(f"parameter '{self.name}' got {value!r}: {error}") from None
         return value
 
 

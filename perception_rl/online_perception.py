@@ -1,4 +1,5 @@
 """The perception tick: forward with gradients, auxiliary loss, optimizer step, detached features."""
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perception_rl.aux_losses import AUX_LOSSES, AuxLossConfig, TemporalPredictiveCoding
+from perception_rl.aux_losses import AuxContext, AuxiliaryObjective, AuxLossConfig
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
                                       restore_state, save_checkpoint, state_tensors)
 from perception_rl.encoder import EncoderConfig, VisualPerception
@@ -15,6 +16,8 @@ from perception_rl.foveation import Roi
 CHECKPOINT_PREFIX = 'perception'
 ACTION_DIM = 8
 """The action perception conditions on: cmd_vel's 6 components and the fovea centre (x, y)."""
+PUBLISHED = ('online', 'target')
+"""Which encoder's features leave perception: the one learning, or its slow EMA copy."""
 
 
 @dataclass
@@ -27,6 +30,18 @@ class PerceptionConfig:
     """Adam learning rate of the encoder and the auxiliary heads."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global norm before each step."""
+    frozen_conv_layers: int = 0
+    """Bottom convolutions of each stream kept at their initial weights (0 to 3): PiSCO finds
+    bottom layers task-agnostic and top layers the ones that need adapting."""
+    target_decay: float = 0.0
+    """Per-step decay of the EMA target encoder (BYOL/SPR); 0 keeps no target encoder."""
+    publish: str = 'online'
+    """Whose features are published: 'online' or the slow 'target' (needs target_decay > 0)."""
+    train_every: int = 1
+    """Train on one frame in this many (1: every frame)."""
+    train_budget_ms: float = 0.0
+    """Skip training on a frame when its lateness plus the expected time of a trained tick
+    would pass this many ms; 0 never skips for time."""
     seed: int = 0
     """Seed of the initial weights."""
     device: str = 'cpu'
@@ -38,13 +53,13 @@ class PerceptionStep:
     """What one tick produced."""
 
     features: np.ndarray
-    """The detached features, float32 [feature_dim]."""
+    """The detached published features, float32 [feature_dim]."""
     trained: bool
     """Whether an optimizer step ran on this frame."""
     loss_terms: dict[str, float]
     """The auxiliary loss and its terms (empty when no step ran)."""
     forward_ms: float
-    """Time of the view extraction and forward pass."""
+    """Time of the view extraction and forward pass (both encoders)."""
     train_ms: float
     """Time of the loss, backward pass and optimizer step (0 when none ran)."""
 
@@ -54,87 +69,187 @@ def resolve_device(name: str) -> torch.device:
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if name == 'cuda' and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device "
+        raise ValueError("'device' is 'cuda' but torch sees no CUDA device "
                          "(use 'cpu' or 'auto')")
     if name not in ('cpu', 'cuda'):
-        raise ValueError(f"device must be cpu, cuda or auto, not {name!r}")
+        raise ValueError(f"'device' must be cpu, cuda or auto, not {name!r}")
     return torch.device(name)
 
 
+def validate(config: PerceptionConfig) -> None:
+    """ValueError naming the setting when the configuration cannot run."""
+    config.aux.weights  # noqa: B018 -- parsing raises on a bad aux_loss
+    if config.publish not in PUBLISHED:
+        raise ValueError(f"'publish' must be one of {PUBLISHED}, not {config.publish!r}")
+    if config.publish == 'target' and config.target_decay <= 0.0:
+        raise ValueError("'publish' is 'target' but there is no target encoder: set "
+                         "'target_decay' in (0, 1)")
+    if not 0.0 <= config.target_decay < 1.0:
+        raise ValueError(f"'target_decay' must lie in [0, 1), not {config.target_decay}")
+    if not 0 <= config.frozen_conv_layers <= 3:
+        raise ValueError(f"'frozen_conv_layers' must be 0 to 3, not "
+                         f'{config.frozen_conv_layers}')
+    if config.train_every < 1:
+        raise ValueError(f"'train_every' must be at least 1, not {config.train_every}")
+
+
 class OnlinePerception:
-    """The perception core of one camera stream, trained on every frame it sees."""
+    """The perception core of one camera stream, trained online on the frames it sees."""
 
     def __init__(self, config: PerceptionConfig):
-        if config.aux.kind not in AUX_LOSSES:
-            raise ValueError(f"aux_loss must be one of {AUX_LOSSES}, not {config.aux.kind!r}")
+        validate(config)
         self.config = config
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
-        self.encoder = VisualPerception(config.encoder).to(self.device)
-        self.aux = TemporalPredictiveCoding(
-            config.encoder.feature_dim, ACTION_DIM, config.aux).to(self.device)
-        params = list(self.encoder.parameters()) + list(self.aux.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
-        self.training = config.aux.kind != 'none'
+        c = config.encoder
+        self.encoder = VisualPerception(c).to(self.device)
+        self.aux = AuxiliaryObjective(config.aux, c.feature_dim, ACTION_DIM,
+                                      (c.periphery_height, c.periphery_width),
+                                      config.seed).to(self.device)
+        self.target = None
+        if config.target_decay > 0.0:
+            self.target = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.encoder.freeze_conv_layers(config.frozen_conv_layers)
+        self._params = [p for p in [*self.encoder.parameters(), *self.aux.parameters()]
+                        if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self._params, lr=config.learning_rate)
+        self.training = bool(self.aux.weights)
         self.train_steps = 0
+        self.frames = 0
         self.skipped_nonfinite = 0
-        self._prev_features: torch.Tensor | None = None
+        self.skipped_cadence = 0
+        self.skipped_budget = 0
+        self.expected_tick_ms = 0.0
+        self._prev: tuple[torch.Tensor, torch.Tensor] | None = None  # (features, roi centre)
+        self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def learns(self) -> bool:
         """Whether this core has a loss at all (`none` is the frozen random baseline)."""
-        return self.config.aux.kind != 'none'
+        return bool(self.aux.weights)
 
-    def step(self, frame: np.ndarray, roi: Roi, action: np.ndarray) -> PerceptionStep:
+    def step(self, frame: np.ndarray, roi: Roi, action: np.ndarray,
+             lateness_ms: float = 0.0) -> PerceptionStep:
         """One tick on a HxWx3 uint8 frame seen through `roi`.
 
         :param action: float [ACTION_DIM], the action taken between the previous frame and this
             one (the latest cmd_vel and the fovea centre this frame is seen through).
+        :param lateness_ms: how late this frame arrived, for the training budget.
         """
         start = time.perf_counter()
         action_t = torch.as_tensor(
             action, dtype=torch.float32, device=self.device).reshape(1, ACTION_DIM)
-        train = self.training and self.learns and self._prev_features is not None
+        train = self._should_train(lateness_ms)
         fovea, periphery = self.encoder.views(frame, roi, self.device)
+        if self._reference is None:
+            self._reference = (fovea, periphery)
         with torch.set_grad_enabled(train):
             features = self.encoder(fovea, periphery)
+        key = features.detach()
+        if self.target is not None:
+            with torch.no_grad():
+                key = self.target(fovea, periphery)
         forward_done = time.perf_counter()
         terms: dict[str, float] = {}
         if train:
-            loss, terms = self.aux(features, self._prev_features, action_t)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(
-                self.optimizer.param_groups[0]['params'], self.config.max_grad_norm)
-            if torch.isfinite(loss) and torch.isfinite(norm):
-                self.optimizer.step()
-                self.train_steps += 1
-            else:  # one bad frame must not poison the weights
-                self.skipped_nonfinite += 1
-                train = False
-        detached = features.detach()
-        self._prev_features = detached
+            terms = self._train(features, action_t, fovea, periphery)
+            train = bool(terms)
+        if self.learns:
+            self.aux.remember(key)
+        published = key if self.config.publish == 'target' else features.detach()
+        self._prev = (features.detach(), action_t[:, 6:])
+        self.frames += 1
         end = time.perf_counter()
+        train_ms = 1e3 * (end - forward_done) if train else 0.0
+        if train and self.train_steps > 1:  # the first step pays for allocations
+            tick_ms = 1e3 * (end - start)
+            self.expected_tick_ms = (tick_ms if self.expected_tick_ms == 0.0 else
+                                     0.9 * self.expected_tick_ms + 0.1 * tick_ms)
         return PerceptionStep(
-            features=detached[0].cpu().numpy().astype(np.float32, copy=False),
+            features=published[0].cpu().numpy().astype(np.float32, copy=False),
             trained=train, loss_terms=terms,
-            forward_ms=1e3 * (forward_done - start),
-            train_ms=1e3 * (end - forward_done) if train else 0.0)
+            forward_ms=1e3 * (forward_done - start), train_ms=train_ms)
+
+    def _should_train(self, lateness_ms: float) -> bool:
+        if not (self.training and self.learns and self._prev is not None):
+            return False
+        if self.frames % self.config.train_every:
+            self.skipped_cadence += 1
+            return False
+        budget = self.config.train_budget_ms
+        if budget > 0.0 and lateness_ms + self.expected_tick_ms > budget:
+            self.skipped_budget += 1
+            # A skip measures nothing: let the estimate sink, so that one slow step cannot
+            # starve training for good, and the next trained tick measures again.
+            self.expected_tick_ms *= 0.9
+            return False
+        return True
+
+    def _train(self, features: torch.Tensor, action: torch.Tensor, fovea: torch.Tensor,
+               periphery: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on this frame; {} when no term has history yet or it failed."""
+        prev_features, prev_centre = self._prev
+        motion = float(action[:, :6].abs().sum() + (action[:, 6:] - prev_centre).abs().sum())
+        loss, terms = self.aux(AuxContext(
+            features=features, prev_features=prev_features, prev_action=action, motion=motion,
+            fovea=fovea, periphery=periphery, encode=self.encoder))
+        if loss is None:
+            return {}
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            self.skipped_nonfinite += 1  # one bad frame must not poison the weights
+            return {}
+        self.optimizer.step()
+        self.train_steps += 1
+        if self.target is not None:
+            with torch.no_grad():
+                decay = self.config.target_decay
+                for target, online in zip(self.target.parameters(), self.encoder.parameters()):
+                    target.lerp_(online, 1.0 - decay)
+        return terms
+
+    @torch.no_grad()
+    def reference_features(self) -> np.ndarray | None:
+        """The published encoder's features of the first frame seen (None before it): how they
+        move over time is the drift the agent has to live with."""
+        if self._reference is None:
+            return None
+        encoder = self.target if self.config.publish == 'target' else self.encoder
+        return encoder(*self._reference)[0].cpu().numpy()
+
+    def load_policy(self, actor: dict[str, torch.Tensor], focus: dict[str, torch.Tensor],
+                    log_std: torch.Tensor) -> None:
+        """Give the pisco term the agent's current policy (ValueError when it does not fit)."""
+        if 'pisco' not in self.aux.terms:
+            raise ValueError('this perception core has no pisco term')
+        self.aux.terms['pisco'].load_policy(
+            {k: v.to(self.device) for k, v in actor.items()},
+            {k: v.to(self.device) for k, v in focus.items()}, log_std.to(self.device))
 
     def reset_history(self) -> None:
         """Forget the previous step, so no loss links frames across a jump in time."""
-        self._prev_features = None
+        self._prev = None
         self.aux.reset()
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        modules = {'encoder': self.encoder, 'aux': self.aux}
+        if self.target is not None:
+            modules['target'] = self.target
+        return modules
 
     def architecture(self) -> dict:
         """What a checkpoint must match to be loaded into this core."""
-        return {'encoder': asdict(self.config.encoder), 'aux_loss': self.config.aux.kind,
-                'aux_hidden': self.config.aux.predictor_hidden, 'action_dim': ACTION_DIM}
+        a = self.config.aux
+        return {'encoder': asdict(self.config.encoder), 'aux_terms': sorted(a.weights),
+                'aux_hidden': a.predictor_hidden, 'policy_actions': a.policy_actions,
+                'policy_hidden': a.policy_hidden, 'target': self.target is not None,
+                'action_dim': ACTION_DIM}
 
     def save(self, directory: str | Path, keep: int = 3) -> Path:
         """Write a checkpoint of weights, optimizer state and counters."""
-        tensors, meta = state_tensors({'encoder': self.encoder, 'aux': self.aux},
-                                      {'adam': self.optimizer})
+        tensors, meta = state_tensors(self._modules(), {'adam': self.optimizer})
         meta.update(kind=CHECKPOINT_PREFIX, architecture=self.architecture(),
                     architecture_hash=config_hash(self.architecture()),
                     config=asdict(self.config), train_steps=self.train_steps)
@@ -144,8 +259,8 @@ class OnlinePerception:
     def load(self, checkpoint: LoadedCheckpoint) -> None:
         """Continue from a checkpoint; ValueError says precisely what does not match."""
         check_architecture(checkpoint, self.architecture())
-        restore_state(checkpoint.tensors, checkpoint.metadata,
-                      {'encoder': self.encoder, 'aux': self.aux}, {'adam': self.optimizer})
+        restore_state(checkpoint.tensors, checkpoint.metadata, self._modules(),
+                      {'adam': self.optimizer})
         for group in self.optimizer.param_groups:  # the configured rate, not the saved one
             group['lr'] = self.config.learning_rate
         self.train_steps = int(checkpoint.metadata['train_steps'])

@@ -1,6 +1,7 @@
 """perception_node: trains the foveated encoder on every frame, publishes detached features."""
 import sys
 import time
+from collections import deque
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +13,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from perception_rl import qos
-from perception_rl.aux_losses import AUX_LOSSES, AuxLossConfig
+from perception_rl.aux_losses import AuxLossConfig, parse_aux_loss
 from perception_rl.checkpoint import resume
 from perception_rl.encoder import EncoderConfig
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
@@ -20,16 +21,32 @@ from perception_rl.health import OK, WARN, HealthPublisher
 from perception_rl.image_conversion import ImageError, image_to_bgr
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
-from perception_rl.online_perception import CHECKPOINT_PREFIX, OnlinePerception, PerceptionConfig
+from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, OnlinePerception,
+                                             PerceptionConfig)
+from perception_rl.policy_weights import unflatten_policy
+from perception_rl.representation_health import RepresentationHealth
 from perception_rl.scalar_log import ScalarLog
 from perception_rl.timing import LatencyWindow
 
 PARAMETERS = [
-    ParamSpec('aux_loss', 'tpc', "Self-supervised loss trained on every frame; 'none' keeps "
-              'the encoder frozen at its random initialisation', choices=AUX_LOSSES),
+    ParamSpec('aux_loss', AuxLossConfig.spec, 'Self-supervised losses trained online, joined '
+              "by '+' and weighted by ':' (tpc, coherence, contrastive, vicreg, reconstruction, "
+              "pisco; e.g. 'tpc+vicreg:0.5'); 'none' keeps the encoder at its random "
+              'initialisation', check=parse_aux_loss),
     ParamSpec('train', True, 'Train on incoming frames (false: features from the frozen '
               'current encoder)', dynamic=True),
+    ParamSpec('train_every', 1, 'Train on one frame in this many', low=1, high=1000,
+              dynamic=True),
+    ParamSpec('train_budget_ms', 15.0, 'Skip training on a frame whose lateness plus the '
+              'expected trained tick would pass this many ms (0: never skip)', low=0.0,
+              high=1000.0, dynamic=True),
     ParamSpec('learning_rate', 3e-4, 'Adam learning rate of the encoder', low=0.0, high=1.0),
+    ParamSpec('target_decay', 0.0, 'Per-step decay of the EMA target encoder (0: none)',
+              low=0.0, high=0.9999),
+    ParamSpec('publish', 'online', "Publish the learning encoder's features or the slow EMA "
+              "target's ('target' needs target_decay > 0)", choices=PUBLISHED),
+    ParamSpec('frozen_conv_layers', 0, 'Bottom convolutions of each stream kept at their '
+              'initial weights', low=0, high=3),
     ParamSpec('seed', 0, 'Seed of the initial weights', low=0, high=2**31 - 1),
     ParamSpec('fovea_size', 48, 'Side in pixels of the fovea crop given to the CNN',
               low=8, high=256),
@@ -58,12 +75,15 @@ class PerceptionNode(Node):
             encoder=replace(EncoderConfig(), fovea_size=p['fovea_size'],
                             periphery_width=p['periphery_width'],
                             periphery_height=p['periphery_height']),
-            aux=replace(AuxLossConfig(), kind=p['aux_loss']),
-            learning_rate=p['learning_rate'], seed=p['seed'], device=p['device'])
+            aux=replace(AuxLossConfig(), spec=p['aux_loss']),
+            learning_rate=p['learning_rate'], target_decay=p['target_decay'],
+            publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],
+            train_every=p['train_every'], train_budget_ms=p['train_budget_ms'],
+            seed=p['seed'], device=p['device'])
         try:
             self.core = OnlinePerception(config)
-        except ValueError as error:
-            raise ParameterError(f"parameter 'device': {error}") from None
+        except ValueError as error:  # no CUDA, or publish 'target' without a target
+            raise ParameterError(f'invalid parameters: {error}') from None
         self.core.training = p['train']
         self._p = p
         if p['checkpoint_dir']:
@@ -86,22 +106,44 @@ class PerceptionNode(Node):
         self._tick = LatencyWindow()
         self._forward = LatencyWindow()
         self._train = LatencyWindow()
+        self._ages: deque[float] = deque(maxlen=200)
+        self._lateness = LatencyWindow()
+        self._representation = RepresentationHealth()
+        self.policies_received = 0
+        self.policies_rejected = 0
         self._publisher = self.create_publisher(
             Float32MultiArray, 'features', qos.FEATURES, qos_overriding_options=qos.overridable())
         self.create_subscription(Image, 'image_raw', self._on_image, qos.IMAGES,
                                  qos_overriding_options=qos.overridable())
         self.create_subscription(RegionOfInterest, 'focus_roi', self._on_roi, qos.LATEST)
         self.create_subscription(Twist, 'cmd_vel', self._on_twist, qos.LATEST)
+        if 'pisco' in self.core.aux.terms:
+            self.create_subscription(Float32MultiArray, 'policy_weights', self._on_policy,
+                                     qos.POLICY)
         self._health = HealthPublisher(self, self._report)
         self.get_logger().info(
             f"aux_loss={p['aux_loss']} train={p['train']} lr={p['learning_rate']} "
-            f"device={self.core.device} fovea={p['fovea_size']} "
+            f"publish={p['publish']} train_every={p['train_every']} "
+            f"budget={p['train_budget_ms']} ms device={self.core.device} fovea={p['fovea_size']} "
             f"periphery={p['periphery_width']}x{p['periphery_height']}")
 
     def _on_change(self, name, value) -> None:
         if name == 'train':
             self.core.training = value
             self.get_logger().info(f'training {"resumed" if value else "paused"}')
+        elif name in ('train_every', 'train_budget_ms'):
+            self.core.config = replace(self.core.config, **{name: value})
+
+    def _on_policy(self, msg: Float32MultiArray) -> None:
+        try:
+            self.core.load_policy(*unflatten_policy(
+                [(d.label, d.size) for d in msg.layout.dim], msg.data))
+        except ValueError as error:
+            self.policies_rejected += 1
+            self.get_logger().warning(f'policy_weights rejected, pisco keeps the previous '
+                                      f'policy: {error}', throttle_duration_sec=5.0)
+            return
+        self.policies_received += 1
 
     def _on_roi(self, msg: RegionOfInterest) -> None:
         self._roi = msg
@@ -132,16 +174,18 @@ class PerceptionNode(Node):
         if self._last_stamp is not None and stamp < self._last_stamp:
             self.time_jumps += 1  # a looping bag or a restarted clock: no loss across the jump
             self.core.reset_history()
+            self._ages.clear()
         self._last_stamp = stamp
         height, width = frame.shape[:2]
         roi = self._current_roi(width, height)
         action = np.concatenate([self._twist, roi.centre(width, height)]).astype(np.float32)
-        step = self.core.step(frame, roi, action)
+        step = self.core.step(frame, roi, action, self._lateness_ms(stamp))
         out = Float32MultiArray()
         out.layout.dim = [MultiArrayDimension(label='features', size=step.features.size,
                                               stride=step.features.size)]
         out.data = step.features.tolist()
         self._publisher.publish(out)
+        self._representation.add(step.features)
         self.frames += 1
         for key, value in step.loss_terms.items():
             self._loss_sums[key] = self._loss_sums.get(key, 0.0) + value
@@ -153,12 +197,24 @@ class PerceptionNode(Node):
             self._train.add(step.train_ms)
         self._tick.add(1e3 * (time.perf_counter() - start))
 
+    def _lateness_ms(self, stamp: Time) -> float:
+        """How much later than usual this frame arrived: its age minus the smallest recent
+        age, so a constant offset between the camera's clock and ours does not count."""
+        age = (self.get_clock().now() - stamp).nanoseconds / 1e6
+        self._ages.append(age)
+        lateness = max(0.0, age - min(self._ages))
+        self._lateness.add(lateness)
+        return lateness
+
     def _report(self):
         losses = {k: v / max(self._loss_count, 1) for k, v in self._loss_sums.items()}
         self._loss_sums, self._loss_count = {}, 0
-        self._scalars.write({f'perception/{k}': v for k, v in losses.items()},
+        health = self._representation.summary(self.core.reference_features(), time.monotonic())
+        self._scalars.write({**{f'perception/loss_{k}': v for k, v in losses.items()},
+                             **{f'perception/{k}': v for k, v in health.items()}},
                             self.core.train_steps)
         tick, forward, train = self._tick.summary(), self._forward.summary(), self._train.summary()
+        lateness = self._lateness.summary()
         values = {'frames': self.frames, 'train_steps': self.core.train_steps,
                   'training': self.core.training and self.core.learns,
                   'aux_loss': losses.get('total', float('nan')),
@@ -167,7 +223,13 @@ class PerceptionNode(Node):
                   'forward_ms_p50': forward['p50'], 'train_ms_p50': train['p50'],
                   'train_ms_p99': train['p99'], 'images_rejected': self.rejected,
                   'nonfinite_steps_skipped': self.core.skipped_nonfinite,
-                  'time_jumps': self.time_jumps}
+                  'train_skipped_cadence': self.core.skipped_cadence,
+                  'train_skipped_budget': self.core.skipped_budget,
+                  'lateness_ms_p50': lateness['p50'], 'lateness_ms_p99': lateness['p99'],
+                  **health, 'time_jumps': self.time_jumps}
+        if 'pisco' in self.core.aux.terms:
+            values.update(policies_received=self.policies_received,
+                          policies_rejected=self.policies_rejected)
         level = OK if self.frames else WARN
         return level, 'ok' if self.frames else 'no frames yet', values
 

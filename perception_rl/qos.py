@@ -4,7 +4,7 @@ Publishers are reliable: a reliable publisher serves both reliable and best-effo
 subscribers, a best-effort one would be unheard by reliable subscribers. Users override any
 of these with `qos_overrides.<topic>.<publisher|subscription>.<policy>` parameters.
 """
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
 # 640x480 frames across processes: best effort delivered 9 of 100, reliable depth 1 all of
@@ -20,6 +20,11 @@ LATEST = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 # Rewards are summed between decisions, so none may be dropped.
 REWARDS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
                      reliability=ReliabilityPolicy.RELIABLE)
+# The agent's policy for perception's pisco loss: published once per PPO update, and kept
+# (transient local) so that a perception node started later still receives the latest.
+POLICY = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                    reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def overridable() -> QoSOverridingOptions:

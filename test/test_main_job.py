@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from perception_rl.aux_losses import AuxLossConfig
+
 pytestmark = pytest.mark.timeout(120)
 BIN = Path(sys.executable).parent
 
@@ -20,7 +22,7 @@ def test_run_leaves_config_tensorboard_and_checkpoints(tmp_path):
     assert 'Traceback' not in result.stderr
     config = yaml.safe_load((out / 'config.yaml').read_text())
     assert config['camera_node']['ros__parameters']['source'] == 'synthetic'
-    assert config['perception_node']['ros__parameters']['aux_loss'] == 'tpc'
+    assert config['perception_node']['ros__parameters']['aux_loss'] == AuxLossConfig.spec
     assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
     assert list((out / 'checkpoints').glob('perception-*.safetensors'))
     assert list((out / 'checkpoints').glob('agent-*.safetensors'))

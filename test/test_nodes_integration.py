@@ -106,6 +106,9 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
     assert int(last_steps) > int(first_steps) + 200, (first_steps, last_steps)
     assert int(recorder.latest('agent_node', 'updates')) >= 1
     assert recorder.latest('camera_node', 'frames_published') is not None
+    for key in ('feature_std_mean', 'feature_std_min', 'effective_rank', 'drift_per_s'):
+        assert math.isfinite(float(recorder.latest('perception_node', key))), key
+    assert float(recorder.latest('perception_node', 'effective_rank')) > 2.0
 
     recorder.node.destroy_node()
     codes = [node.stop(signal.SIGINT) for node in nodes]
@@ -117,7 +120,8 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
 @pytest.mark.parametrize('executable, params, name', [
     ('camera_node', {'image_width': 10}, 'image_width'),         # rclpy's own range check
     ('camera_node', {'framerate': 'fast'}, 'framerate'),         # wrong type
-    ('perception_node', {'aux_loss': 'telepathy'}, 'aux_loss'),  # not a choice
+    ('perception_node', {'aux_loss': 'telepathy'}, 'aux_loss'),  # not a loss
+    ('perception_node', {'publish': 'target'}, 'target_decay'),  # no target encoder
     ('agent_node', {'axis_limits': '[0.2]'}, 'axis_limits'),     # one limit for two axes
 ])
 def test_invalid_parameter_exits_non_zero_naming_it(start_node, executable, params, name):
@@ -126,3 +130,40 @@ def test_invalid_parameter_exits_non_zero_naming_it(start_node, executable, para
     output = node.output()
     assert code == 2, output
     assert f"'{name}'" in output and 'Traceback' not in output, output
+
+
+def test_pisco_gets_the_agents_policy_and_train_pauses_at_run_time(ros_context, start_node,
+                                                                   spin):
+    """The agent's policy reaches perception over policy_weights; `train` set to false through
+    the parameter service stops training while features keep flowing."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    nodes = [start_node('camera_node', {'source': 'synthetic'}),
+             start_node('perception_node', {'aux_loss': 'pisco+vicreg'}),
+             start_node('agent_node', {'rollout_length': 32})]
+    recorder = Recorder(ros_context)
+    received = lambda: int(recorder.latest('perception_node', 'policies_received') or 0)  # noqa
+    assert spin(recorder.node, 60.0, until=lambda: received() >= 2), \
+        'policy never arrived twice:\n' + '\n'.join(n.output()[-2000:] for n in nodes)
+    assert int(recorder.latest('perception_node', 'policies_rejected')) == 0
+
+    client = recorder.node.create_client(SetParameters, 'perception_node/set_parameters')
+    assert client.wait_for_service(timeout_sec=10.0)
+    request = SetParameters.Request(parameters=[ParameterMsg(
+        name='train', value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))])
+    future = client.call_async(request)
+    assert spin(recorder.node, 10.0, until=future.done)
+    assert future.result().results[0].successful
+    spin(recorder.node, 1.5)
+    paused_steps = recorder.latest('perception_node', 'train_steps')
+    features_before = len(recorder.features)
+    spin(recorder.node, 3.0)
+    assert recorder.latest('perception_node', 'train_steps') == paused_steps
+    assert recorder.latest('perception_node', 'training') == 'False'
+    assert len(recorder.features) >= features_before + 40
+
+    recorder.node.destroy_node()
+    codes = [node.stop(signal.SIGINT) for node in nodes]
+    assert codes == [0, 0, 0], '\n'.join(n.output()[-2000:] for n in nodes)
