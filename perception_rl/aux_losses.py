@@ -3,8 +3,8 @@
 The `aux_loss` parameter composes them with weights: `tpc`, `contrastive+vicreg:0.5`,
 `none`. Every term sees the live features of the current frame (in the graph), the detached
 features of the previous frame, the action taken in between and a short history of detached
-feature vectors (64 floats each, never frames). Only the current sample carries gradient, so
-terms that compare against a window scale their gradient up by its length.
+feature vectors (64 floats each, never frames). Terms that need a batch encode other views
+of the current frame (the fovea elsewhere, the periphery cropped differently) with gradients.
 """
 from collections import deque
 from dataclasses import dataclass
@@ -60,11 +60,8 @@ class AuxLossConfig:
     """Per-dimension standard deviation below which the variance hinge pushes (vicreg)."""
     covariance_weight: float = 0.04
     """Weight of the covariance term inside vicreg (VICReg's 1:25 ratio to variance)."""
-    window: int = 32
-    """Past feature vectors in the sparse window that vicreg compares against."""
-    window_stride: int = 8
-    """One feature vector in this many enters the sparse window: it spans window*stride frames;
-    successive frames at 20 Hz are near duplicates and would have no spread to ask for."""
+    views: int = 4
+    """Other views of the current frame that vicreg measures the spread across."""
     contrastive_history: int = 64
     """Steps of detached features kept for the contrastive term."""
     contrastive_gap: int = 10
@@ -105,6 +102,8 @@ class AuxContext:
     """The current periphery view [1, 3, H, W] in [0, 1]."""
     encode: object
     """Callable (fovea, periphery) -> live features, for terms that need other views."""
+    other_views: object
+    """Callable (count) -> (fovea, periphery) batches of other views of the current frame."""
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -163,29 +162,32 @@ class TemporalContrast(nn.Module):
 
 
 class VarianceCovariance(nn.Module):
-    """vicreg: every dimension keeps its spread and the dimensions stay decorrelated over the
-    sparse window (the variance and covariance terms of VICReg, Bardes et al. 2022).
+    """vicreg: every dimension keeps its spread and the dimensions stay decorrelated across
+    several views of the current frame (the variance and covariance terms of VICReg, Bardes
+    et al. 2022).
 
-    Only the current sample is live in the window, so both terms are scaled by its length to
-    keep their gradient from vanishing.
+    The spread is measured across `views` other views of the same frame (the fovea somewhere
+    else, the periphery cropped differently), all encoded now with gradients. A window of past
+    features would not do: their spread can come from the encoder's own drift between then
+    and now, and the encoder learns to drift instead of to see (measured: features of a fixed
+    input set became constant while the stream's spread stayed high).
     """
 
     def __init__(self, config: AuxLossConfig):
         super().__init__()
         self.target, self.cov_weight = config.variance_target, config.covariance_weight
+        self.views = config.views
 
-    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor | None:
-        if len(history.sparse) < 2:
-            return None
-        window = torch.cat([*history.sparse, ctx.features], dim=0)
-        n, dim = window.shape
-        centred = window - window.mean(dim=0)
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
+        batch = torch.cat([ctx.features, ctx.encode(*ctx.other_views(self.views))], dim=0)
+        n, dim = batch.shape
+        centred = batch - batch.mean(dim=0)
         std = torch.sqrt(centred.pow(2).sum(dim=0) / (n - 1) + 1e-4)
         variance = F.relu(self.target - std).mean()
         cov = centred.T @ centred / (n - 1)
         off_diagonal = cov - torch.diag(torch.diagonal(cov))
         covariance = off_diagonal.pow(2).sum() / dim
-        return n * (variance + self.cov_weight * covariance)
+        return variance + self.cov_weight * covariance
 
 
 class Reconstruction(nn.Module):
@@ -289,24 +291,16 @@ class PolicyConsistency(nn.Module):
 
 
 class FeatureHistory:
-    """Detached feature vectors of past frames: every step (recent) and a sparse window."""
+    """Detached feature vectors of the last few frames, newest last."""
 
-    def __init__(self, recent: int, sparse: int, stride: int):
-        self.recent: deque[torch.Tensor] = deque(maxlen=recent)
-        self.sparse: deque[torch.Tensor] = deque(maxlen=sparse)
-        self.stride = stride
-        self.steps = 0
+    def __init__(self, length: int):
+        self.recent: deque[torch.Tensor] = deque(maxlen=length)
 
     def add(self, features: torch.Tensor) -> None:
         self.recent.append(features)
-        if self.steps % self.stride == 0:
-            self.sparse.append(features)
-        self.steps += 1
 
     def clear(self) -> None:
         self.recent.clear()
-        self.sparse.clear()
-        self.steps = 0
 
 
 class AuxiliaryObjective(nn.Module):
@@ -326,8 +320,7 @@ class AuxiliaryObjective(nn.Module):
             'pisco': lambda: PolicyConsistency(feature_dim, config, seed),
         }
         self.terms = nn.ModuleDict({name: builders[name]() for name in self.weights})
-        self.history = FeatureHistory(config.contrastive_history, config.window,
-                                      config.window_stride)
+        self.history = FeatureHistory(config.contrastive_history)
 
     def forward(self, ctx: AuxContext) -> tuple[torch.Tensor | None, dict[str, float]]:
         """The total loss (None while no term has enough history yet) and each term's value."""

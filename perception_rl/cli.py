@@ -34,6 +34,16 @@ def main(argv=None) -> None:
     bench.add_argument('--frames', type=int, default=3000)
     bench.add_argument('--workers', type=int, default=2, help='runs in parallel')
     bench.add_argument('--out', default='runs/representation_bench')
+    drift = commands.add_parser(
+        'drift-bench', help='how much drifting features hurt a learning agent',
+        description='The agent learns a fixation task on features from frozen, learning and '
+                    'learning-with-EMA-target perception; reports reward early and late and '
+                    'the feature drift per rollout (docs/representation_benchmark.md).')
+    drift.add_argument('--arms', default='all', help='comma-separated arms, or "all"')
+    drift.add_argument('--seeds', type=int, default=3)
+    drift.add_argument('--steps', type=int, default=12000)
+    drift.add_argument('--workers', type=int, default=2, help='runs in parallel')
+    drift.add_argument('--out', default='runs/drift_bench')
     args = parser.parse_args(argv)
     if args.command == 'run':
         from perception_rl.run_job import run_job
@@ -50,6 +60,15 @@ def main(argv=None) -> None:
             run_benchmark(arms, families, args.seeds, args.frames, Path(args.out), args.workers)
         except ValueError as error:
             sys.exit(f'perception-rl representation-bench: {error}')
+    if args.command == 'drift-bench':
+        from pathlib import Path
+
+        from perception_rl.drift_bench import ARMS, run_benchmark
+        arms = list(ARMS) if args.arms == 'all' else args.arms.split(',')
+        try:
+            run_benchmark(arms, args.seeds, args.steps, Path(args.out), args.workers)
+        except ValueError as error:
+            sys.exit(f'perception-rl drift-bench: {error}')
 
 
 if __name__ == '__main__':

@@ -84,10 +84,10 @@ class VisualPerception(nn.Module):
         c = self.config
         fovea = crop_fovea(frame, roi, c.fovea_size)
         periphery = downsample_periphery(frame, c.periphery_width, c.periphery_height)
-        return _to_tensor(fovea, device), _to_tensor(periphery, device)
+        return images_to_tensor(fovea[None], device), images_to_tensor(periphery[None], device)
 
 
-def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 HxWx3 -> float [1, 3, H, W] in [0, 1]; the division runs on the small crop."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    return tensor.to(device, non_blocking=True).unsqueeze(0).float().div_(255.0)
+def images_to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [0, 1]; the division runs on the small crops."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return tensor.to(device, non_blocking=True).float().div_(255.0)

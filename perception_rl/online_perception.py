@@ -10,8 +10,8 @@ import torch
 from perception_rl.aux_losses import AuxContext, AuxiliaryObjective, AuxLossConfig
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
                                       restore_state, save_checkpoint, state_tensors)
-from perception_rl.encoder import EncoderConfig, VisualPerception
-from perception_rl.foveation import Roi
+from perception_rl.encoder import EncoderConfig, VisualPerception, images_to_tensor
+from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi, crop_fovea, downsample_periphery
 
 CHECKPOINT_PREFIX = 'perception'
 ACTION_DIM = 8
@@ -121,6 +121,7 @@ class OnlinePerception:
         self.skipped_budget = 0
         self.expected_tick_ms = 0.0
         self._prev: tuple[torch.Tensor, torch.Tensor] | None = None  # (features, roi centre)
+        self._view_rng = np.random.default_rng(config.seed)
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -152,7 +153,7 @@ class OnlinePerception:
         forward_done = time.perf_counter()
         terms: dict[str, float] = {}
         if train:
-            terms = self._train(features, action_t, fovea, periphery)
+            terms = self._train(frame, features, action_t, fovea, periphery)
             train = bool(terms)
         if self.learns:
             self.aux.remember(key)
@@ -185,14 +186,32 @@ class OnlinePerception:
             return False
         return True
 
-    def _train(self, features: torch.Tensor, action: torch.Tensor, fovea: torch.Tensor,
-               periphery: torch.Tensor) -> dict[str, float]:
+    def _other_views(self, frame: np.ndarray, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` other views of the frame: the fovea at random places, the periphery of a
+        random crop of 60 to 100 % of the frame's width and height."""
+        height, width = frame.shape[:2]
+        rng, c = self._view_rng, self.config.encoder
+        foveae, peripheries = [], []
+        for _ in range(count):
+            cx, cy = rng.uniform(-1.0, 1.0, 2)
+            roi = Roi.around(cx, cy, width, height, DEFAULT_ROI_SIZE, DEFAULT_ROI_SIZE)
+            foveae.append(crop_fovea(frame, roi, c.fovea_size))
+            w, h = (rng.uniform(0.6, 1.0, 2) * (width, height)).astype(int)
+            x, y = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
+            peripheries.append(downsample_periphery(frame[y:y + h, x:x + w],
+                                                    c.periphery_width, c.periphery_height))
+        return images_to_tensor(np.stack(foveae), self.device), \
+            images_to_tensor(np.stack(peripheries), self.device)
+
+    def _train(self, frame: np.ndarray, features: torch.Tensor, action: torch.Tensor,
+               fovea: torch.Tensor, periphery: torch.Tensor) -> dict[str, float]:
         """One optimizer step on this frame; {} when no term has history yet or it failed."""
         prev_features, prev_centre = self._prev
         motion = float(action[:, :6].abs().sum() + (action[:, 6:] - prev_centre).abs().sum())
         loss, terms = self.aux(AuxContext(
             features=features, prev_features=prev_features, prev_action=action, motion=motion,
-            fovea=fovea, periphery=periphery, encode=self.encoder))
+            fovea=fovea, periphery=periphery, encode=self.encoder,
+            other_views=lambda count: self._other_views(frame, count)))
         if loss is None:
             return {}
         self.optimizer.zero_grad(set_to_none=True)

@@ -33,6 +33,11 @@ PARAMETERS = [
               "by '+' and weighted by ':' (tpc, coherence, contrastive, vicreg, reconstruction, "
               "pisco; e.g. 'tpc+vicreg:0.5'); 'none' keeps the encoder at its random "
               'initialisation', check=parse_aux_loss),
+    ParamSpec('reconstruction_memory', 0, 'Frames (their fovea and periphery views) the '
+              'reconstruction loss keeps and replays, one per tick; 0 stores no frames',
+              low=0, high=1024),
+    ParamSpec('policy_actions', 2, "pisco: how many Twist components the agent controls (its "
+              "'controlled_axes')", low=1, high=6),
     ParamSpec('train', True, 'Train on incoming frames (false: features from the frozen '
               'current encoder)', dynamic=True),
     ParamSpec('train_every', 1, 'Train on one frame in this many', low=1, high=1000,
@@ -75,7 +80,9 @@ class PerceptionNode(Node):
             encoder=replace(EncoderConfig(), fovea_size=p['fovea_size'],
                             periphery_width=p['periphery_width'],
                             periphery_height=p['periphery_height']),
-            aux=replace(AuxLossConfig(), spec=p['aux_loss']),
+            aux=replace(AuxLossConfig(), spec=p['aux_loss'],
+                        reconstruction_memory=p['reconstruction_memory'],
+                        policy_actions=p['policy_actions']),
             learning_rate=p['learning_rate'], target_decay=p['target_decay'],
             publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],
             train_every=p['train_every'], train_budget_ms=p['train_budget_ms'],
@@ -121,6 +128,11 @@ class PerceptionNode(Node):
             self.create_subscription(Float32MultiArray, 'policy_weights', self._on_policy,
                                      qos.POLICY)
         self._health = HealthPublisher(self, self._report)
+        if 'reconstruction' in self.core.aux.terms and p['reconstruction_memory'] > 0:
+            self.get_logger().info(
+                f"reconstruction stores up to {p['reconstruction_memory']} frames (their "
+                f"{p['fovea_size']}x{p['fovea_size']} fovea and {p['periphery_width']}x"
+                f"{p['periphery_height']} periphery views) in memory and replays them")
         self.get_logger().info(
             f"aux_loss={p['aux_loss']} train={p['train']} lr={p['learning_rate']} "
             f"publish={p['publish']} train_every={p['train_every']} "

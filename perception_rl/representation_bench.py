@@ -10,10 +10,7 @@ from its neighbours' through features that merely drift with time:
 - stream: the features as they were published while the encoder learned (what the agent saw);
 - frozen: the final encoder applied afterwards to the same frames.
 """
-import csv
 import itertools
-import multiprocessing
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +18,8 @@ import numpy as np
 import torch
 
 from perception_rl.aux_losses import AuxLossConfig
+from perception_rl.bench_runs import mean_std, run_jobs
+from perception_rl.encoder import images_to_tensor
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi, crop_fovea, downsample_periphery
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
 from perception_rl.representation_health import effective_rank
@@ -29,7 +28,7 @@ from perception_rl.synthetic_scene import SCENE_FAMILIES, SyntheticScene
 WIDTH, HEIGHT = 640, 480
 PAN_PER_RAD = 4.0
 """Pixels per frame the background pans for 1 rad/s of cmd_vel angular.z."""
-BLOCK = 100
+BLOCK = 25
 """Frames per probe block; even blocks train the probe, odd ones test it."""
 RIDGE_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 """Ridge penalties the probe chooses from, on standardised features."""
@@ -47,10 +46,13 @@ class Arm:
     publish: str = 'online'
     frozen_conv_layers: int = 0
     learning_rate: float = 3e-4
+    reconstruction_memory: int = 0
 
     def config(self, seed: int) -> PerceptionConfig:
         return PerceptionConfig(
-            aux=replace(AuxLossConfig(), spec=self.aux), learning_rate=self.learning_rate,
+            aux=replace(AuxLossConfig(), spec=self.aux,
+                        reconstruction_memory=self.reconstruction_memory),
+            learning_rate=self.learning_rate,
             target_decay=self.target_decay, publish=self.publish,
             frozen_conv_layers=self.frozen_conv_layers, seed=seed)
 
@@ -67,7 +69,7 @@ ARMS = {
     'coherence+vicreg': Arm('coherence+vicreg'),
     'contrastive+vicreg': Arm('contrastive+vicreg'),
     'pisco+vicreg': Arm('pisco+vicreg'),
-    'reconstruction+memory': Arm('reconstruction'),
+    'reconstruction+memory': Arm('reconstruction', reconstruction_memory=32),
     'tpc+contrastive+vicreg': Arm('tpc+contrastive+vicreg'),
     'tpc+vicreg/target': Arm('tpc+vicreg', target_decay=0.99, publish='target'),
     'tpc+vicreg/slow-target': Arm('tpc+vicreg', target_decay=0.999, publish='target'),
@@ -121,11 +123,12 @@ def probe_r2(features: np.ndarray, targets: np.ndarray, block: int = BLOCK) -> f
     train, test = blocks % 2 == 0, blocks % 2 == 1
     mean, std = features[train].mean(0), features[train].std(0) + 1e-6
     x, y, train_blocks = (features[train] - mean) / std, targets[train], blocks[train]
-    folds = (train_blocks // 2) % CV_FOLDS
+    n_folds = min(CV_FOLDS, len(np.unique(train_blocks)))
+    folds = (train_blocks // 2) % n_folds
     scores = []
     for alpha in RIDGE_GRID:
         fold_scores = []
-        for fold in range(CV_FOLDS):
+        for fold in range(n_folds):
             held = folds == fold
             weights, y_mean = _ridge(x[~held], y[~held], alpha)
             fold_scores.append(_r2(y[held], x[held] @ weights + y_mean))
@@ -139,8 +142,6 @@ def run_arm(arm_name: str, family: str, seed: int, frames: int) -> dict:
     torch.set_num_threads(1)
     arm = ARMS[arm_name]
     config = arm.config(seed)
-    if arm_name == 'reconstruction+memory':
-        config = replace(config, aux=replace(config.aux, reconstruction_memory=32))
     core = OnlinePerception(config)
     scene = SyntheticScene(WIDTH, HEIGHT, SCENE_FAMILIES[family], seed=1000 + seed)
     actions = ScriptedActions(seed)
@@ -180,28 +181,26 @@ def _encode_all(core: OnlinePerception, foveae: np.ndarray, peripheries: np.ndar
     encoder = core.target if core.config.publish == 'target' else core.encoder
     out = []
     for i in range(0, len(foveae), batch):
-        f = torch.from_numpy(foveae[i:i + batch]).permute(0, 3, 1, 2).float().div_(255.0)
-        p = torch.from_numpy(peripheries[i:i + batch]).permute(0, 3, 1, 2).float().div_(255.0)
-        out.append(encoder(f.to(core.device), p.to(core.device)).cpu().numpy())
+        out.append(encoder(images_to_tensor(foveae[i:i + batch], core.device),
+                           images_to_tensor(peripheries[i:i + batch], core.device)
+                           ).cpu().numpy())
     return np.concatenate(out)
-
-
-def _run(job: tuple[str, str, int, int]) -> dict:
-    return run_arm(*job)
 
 
 def summarise(rows: list[dict]) -> str:
     """A markdown table: per family and arm, mean ± std over seeds."""
-    lines = ['| family | arm | stream R² | frozen R² | eff. rank (stream) | ms/frame | seeds |',
-             '| --- | --- | --- | --- | --- | --- | --- |']
+    lines = ['| family | arm | stream R² | (pan, objects) | frozen R² | (pan, objects) '
+             '| eff. rank | ms/frame | seeds |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     key = lambda r: (r['family'], r['arm'])  # noqa: E731
     for (family, arm), group in itertools.groupby(sorted(rows, key=key), key=key):
-        group = list(group)
-        cell = lambda name, digits=3: (  # noqa: E731
-            f"{np.mean([r[name] for r in group]):.{digits}f} ± "
-            f"{np.std([r[name] for r in group]):.{digits}f}")
-        lines.append(f"| {family} | {arm} | {cell('stream_r2')} | {cell('frozen_r2')} | "
-                     f"{cell('stream_rank', 1)} | {cell('ms_per_frame', 2)} | {len(group)} |")
+        g = list(group)
+        lines.append(
+            f"| {family} | {arm} | {mean_std(g, 'stream_r2')} | "
+            f"{mean_std(g, 'stream_r2_pan', 2)}, {mean_std(g, 'stream_r2_objects', 2)} | "
+            f"{mean_std(g, 'frozen_r2')} | "
+            f"{mean_std(g, 'frozen_r2_pan', 2)}, {mean_std(g, 'frozen_r2_objects', 2)} | "
+            f"{mean_std(g, 'stream_rank', 1)} | {mean_std(g, 'ms_per_frame', 2)} | {len(g)} |")
     return '\n'.join(lines)
 
 
@@ -213,27 +212,10 @@ def run_benchmark(arms: list[str], families: list[str], seeds: int, frames: int,
     if unknown:
         raise ValueError(f"unknown arm or family: {', '.join(unknown)} (arms: "
                          f"{', '.join(ARMS)}; families: {', '.join(SCENE_FAMILIES)})")
-    out.mkdir(parents=True, exist_ok=True)
     jobs = [(a, f, s, frames) for f in families for s in range(seeds) for a in arms]
-    rows = []
-    started = time.monotonic()
-    context = multiprocessing.get_context('spawn')
-    with context.Pool(workers) as pool, open(out / 'results.csv', 'w', newline='') as file:
-        writer = None
-        for row in pool.imap_unordered(_run, jobs):
-            rows.append(row)
-            if writer is None:
-                writer = csv.DictWriter(file, fieldnames=list(row))
-                writer.writeheader()
-            writer.writerow(row)
-            file.flush()
-            print(f"[{len(rows)}/{len(jobs)} {time.monotonic() - started:5.0f} s] "
-                  f"{row['family']:15s} {row['arm']:22s} seed {row['seed']}  "
-                  f"stream R² {row['stream_r2']:6.3f} (pan {row['stream_r2_pan']:6.3f}, objects "
-                  f"{row['stream_r2_objects']:6.3f})  frozen R² {row['frozen_r2']:6.3f} (pan "
-                  f"{row['frozen_r2_pan']:6.3f}, objects {row['frozen_r2_objects']:6.3f})  "
-                  f"rank {row['stream_rank']:5.1f}  {row['ms_per_frame']:5.2f} ms", flush=True)
-    table = summarise(rows)
-    (out / 'table.md').write_text(table + '\n')
-    print(table)
-    return rows
+    return run_jobs(run_arm, jobs, out, workers, lambda row: (
+        f"{row['family']:15s} {row['arm']:24s} seed {row['seed']}  "
+        f"stream R² {row['stream_r2']:6.3f} (pan {row['stream_r2_pan']:6.3f}, objects "
+        f"{row['stream_r2_objects']:6.3f})  frozen R² {row['frozen_r2']:6.3f} (pan "
+        f"{row['frozen_r2_pan']:6.3f}, objects {row['frozen_r2_objects']:6.3f})  "
+        f"rank {row['stream_rank']:5.1f}  {row['ms_per_frame']:5.2f} ms"), summarise)

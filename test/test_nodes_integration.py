@@ -82,7 +82,8 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
     # Shown with `pytest -s`: the figures the closing note reports.
     print(f'\nrates over {MEASURE_S:.0f} s (Hz):', {k: round(v, 2) for k, v in rates.items()})
     for name, keys in (('perception_node', ('forward_ms_p50', 'train_ms_p50', 'train_ms_p99',
-                                            'tick_ms_p50', 'tick_ms_p99')),
+                                            'tick_ms_p50', 'tick_ms_p99', 'lateness_ms_p99',
+                                            'train_skipped_budget', 'frames')),
                        ('agent_node', ('tick_ms_p50', 'tick_ms_p99', 'updates')),
                        ('camera_node', ('tick_ms_p50', 'tick_ms_p99'))):
         print(name, {key: recorder.latest(name, key) for key in keys})
@@ -103,7 +104,12 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
         assert width > 0 and height > 0 and x + width <= 640 and y + height <= 480
 
     assert first_steps is not None and last_steps is not None, dict(recorder.diagnostics)
-    assert int(last_steps) > int(first_steps) + 200, (first_steps, last_steps)
+    # Training is thinned by the time budget (train_budget_ms) on a loaded machine, never
+    # stopped: at least a third of the frames are trained on, and every frame is accounted for.
+    assert int(last_steps) > int(first_steps) + MEASURE_S * 20 / 3, (first_steps, last_steps)
+    frames = int(recorder.latest('perception_node', 'frames'))
+    skipped = int(recorder.latest('perception_node', 'train_skipped_budget'))
+    assert int(last_steps) + skipped == frames - 1, (last_steps, skipped, frames)
     assert int(recorder.latest('agent_node', 'updates')) >= 1
     assert recorder.latest('camera_node', 'frames_published') is not None
     for key in ('feature_std_mean', 'feature_std_min', 'effective_rank', 'drift_per_s'):

@@ -1,0 +1,53 @@
+"""The representation and drift benchmarks: the probe's maths and short real runs."""
+import numpy as np
+import pytest
+
+from perception_rl import drift_bench, representation_bench
+from perception_rl.representation_bench import probe_r2
+from perception_rl.synthetic_scene import SCENE_FAMILIES, SyntheticScene
+
+
+def test_the_probe_reads_linear_state_and_not_noise():
+    rng = np.random.default_rng(0)
+    state = rng.uniform(size=(2000, 3))
+    mixing = rng.normal(size=(3, 64))
+    informative = state @ mixing + 0.01 * rng.normal(size=(2000, 64))
+    assert probe_r2(informative, state) > 0.99
+    assert probe_r2(rng.normal(size=(2000, 64)), state) < 0.05
+
+
+def test_a_cut_moves_the_camera_and_every_object():
+    scene = SyntheticScene(spec=SCENE_FAMILIES['checker-wander'], seed=0)
+    before = scene.state()
+    scene.scatter()
+    after = scene.state()
+    assert after.shape == before.shape == (2 + 2 * 6,)
+    assert np.all(after != before)
+    assert np.all((0 <= after[2:]) & (after[2:] <= 1))
+
+
+@pytest.mark.parametrize('family', list(SCENE_FAMILIES))
+def test_every_scene_family_renders_frames(family):
+    scene = SyntheticScene(spec=SCENE_FAMILIES[family], seed=1)
+    frames = [scene.step(3.0) for _ in range(3)]
+    assert all(f.shape == (480, 640, 3) and f.dtype == np.uint8 for f in frames)
+    assert not np.array_equal(frames[0], frames[2])
+
+
+def test_a_short_representation_run_reports_every_figure():
+    row = representation_bench.run_arm('tpc+vicreg', 'blobs-bounce', 0, 200)
+    assert row['train_steps'] == 199
+    for key in ('stream_r2', 'frozen_r2', 'stream_r2_pan', 'frozen_r2_objects', 'stream_rank',
+                'ms_per_frame'):
+        assert np.isfinite(row[key]), key
+    frozen = representation_bench.run_arm('frozen', 'blobs-bounce', 0, 200)
+    assert frozen['train_steps'] == 0
+    assert frozen['stream_r2'] == pytest.approx(frozen['frozen_r2'], abs=1e-6)
+
+
+def test_a_short_drift_run_learns_and_measures_drift():
+    row = drift_bench.run_arm('learning', 0, 600)
+    assert row['updates'] + row['updates_skipped'] >= 1
+    assert row['drift_per_rollout'] > 0.0
+    assert -1.0 <= row['reward_last_25pct'] <= 0.0
+    assert drift_bench.run_arm('frozen', 0, 300)['drift_per_rollout'] == 0.0
