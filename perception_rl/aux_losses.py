@@ -8,6 +8,7 @@ of the current frame (the fovea elsewhere, the periphery cropped differently) wi
 """
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -100,10 +101,10 @@ class AuxContext:
     """The current fovea view [1, 3, h, w] in [0, 1]."""
     periphery: torch.Tensor
     """The current periphery view [1, 3, H, W] in [0, 1]."""
-    encode: object
-    """Callable (fovea, periphery) -> live features, for terms that need other views."""
-    other_views: object
-    """Callable (count) -> (fovea, periphery) batches of other views of the current frame."""
+    encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """(fovea, periphery) -> live features, for terms that need other views."""
+    other_views: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    """count -> (fovea, periphery) batches of other views of the current frame."""
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -145,6 +146,9 @@ class TemporalCoherence(nn.Module):
 class TemporalContrast(nn.Module):
     """contrastive: the features of one step back are the positive, those of `gap`+ steps back
     the negatives (option 3); InfoNCE over cosine similarities, as in ATC (Stooke et al. 2021).
+
+    The keys were encoded by earlier versions of the encoder, so its own drift also tells old
+    from recent: the benchmark finds this term alone keeps few dimensions (effective rank 5).
     """
 
     def __init__(self, config: AuxLossConfig):
