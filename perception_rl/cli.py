@@ -1,6 +1,20 @@
 """perception-rl: the project's command line."""
 import argparse
 import sys
+from pathlib import Path
+
+
+def _add_bench_arguments(parser: argparse.ArgumentParser, arms: str, out: str) -> None:
+    """The arguments both benchmarks share."""
+    parser.add_argument('--arms', default=arms, help='comma-separated arms, or "all"')
+    parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--workers', type=int, default=2, help='runs in parallel')
+    parser.add_argument('--out', default=out)
+
+
+def _names(text: str, known) -> list[str]:
+    """A comma-separated list of names, or all of `known` for 'all'."""
+    return list(known) if text == 'all' else text.split(',')
 
 
 def main(argv=None) -> None:
@@ -26,47 +40,35 @@ def main(argv=None) -> None:
         description='Stream synthetic scenes whose state is known through the perception '
                     'core, once per arm, scene family and seed, and report how well a linear '
                     'probe reads the state from the features (docs/representation_benchmark.md).')
-    bench.add_argument('--arms', default='frozen,tpc+vicreg,contrastive+vicreg',
-                       help='comma-separated arms, or "all"')
+    _add_bench_arguments(bench, 'frozen,tpc+vicreg,contrastive+vicreg',
+                         'runs/representation_bench')
     bench.add_argument('--families', default='all',
                        help='comma-separated scene families, or "all"')
-    bench.add_argument('--seeds', type=int, default=3)
     bench.add_argument('--frames', type=int, default=3000)
-    bench.add_argument('--workers', type=int, default=2, help='runs in parallel')
-    bench.add_argument('--out', default='runs/representation_bench')
     drift = commands.add_parser(
         'drift-bench', help='how much drifting features hurt a learning agent',
         description='The agent learns a fixation task on features from frozen, learning and '
                     'learning-with-EMA-target perception; reports reward early and late and '
                     'the feature drift per rollout (docs/representation_benchmark.md).')
-    drift.add_argument('--arms', default='all', help='comma-separated arms, or "all"')
-    drift.add_argument('--seeds', type=int, default=3)
+    _add_bench_arguments(drift, 'all', 'runs/drift_bench')
     drift.add_argument('--steps', type=int, default=12000)
-    drift.add_argument('--workers', type=int, default=2, help='runs in parallel')
-    drift.add_argument('--out', default='runs/drift_bench')
     args = parser.parse_args(argv)
     if args.command == 'run':
         from perception_rl.run_job import run_job
         sys.exit(run_job(args.source, args.duration or None, args.out, args.params_file))
     if args.command == 'representation-bench':
-        from pathlib import Path
-
         from perception_rl.representation_bench import ARMS, run_benchmark
         from perception_rl.synthetic_scene import SCENE_FAMILIES
-        arms = list(ARMS) if args.arms == 'all' else args.arms.split(',')
-        families = (list(SCENE_FAMILIES) if args.families == 'all'
-                    else args.families.split(','))
         try:
-            run_benchmark(arms, families, args.seeds, args.frames, Path(args.out), args.workers)
+            run_benchmark(_names(args.arms, ARMS), _names(args.families, SCENE_FAMILIES),
+                          args.seeds, args.frames, Path(args.out), args.workers)
         except ValueError as error:
             sys.exit(f'perception-rl representation-bench: {error}')
     if args.command == 'drift-bench':
-        from pathlib import Path
-
         from perception_rl.drift_bench import ARMS, run_benchmark
-        arms = list(ARMS) if args.arms == 'all' else args.arms.split(',')
         try:
-            run_benchmark(arms, args.seeds, args.steps, Path(args.out), args.workers)
+            run_benchmark(_names(args.arms, ARMS), args.seeds, args.steps, Path(args.out),
+                          args.workers)
         except ValueError as error:
             sys.exit(f'perception-rl drift-bench: {error}')
 

@@ -29,7 +29,7 @@ PAN_PER_RAD = 4.0
 ARMS = {
     'frozen': PerceptionConfig(aux=replace(AuxLossConfig(), spec='none')),
     'learning': PerceptionConfig(),
-    'learning, target published': PerceptionConfig(target_decay=0.99, publish='target'),
+    'learning+target': PerceptionConfig(target_decay=0.99, publish='target'),
 }
 
 
@@ -97,5 +97,5 @@ def run_benchmark(arms: list[str], seeds: int, steps: int, out: Path, workers: i
         raise ValueError(f"unknown arm: {', '.join(unknown)} (arms: {', '.join(ARMS)})")
     jobs = [(a, s, steps) for s in range(seeds) for a in arms]
     return run_jobs(run_arm, jobs, out, workers, lambda row: (
-        f"{row['arm']:28s} seed {row['seed']}  reward {row['reward_first_10pct']:.3f} -> "
+        f"{row['arm']:16s} seed {row['seed']}  reward {row['reward_first_10pct']:.3f} -> "
         f"{row['reward_last_25pct']:.3f}  drift {row['drift_per_rollout']:.4f}"), summarise)
