@@ -25,6 +25,10 @@ setup(
         'safetensors',
         'pyyaml',
         'tensorboard',
+        'matplotlib',  # learning curves
+        'gymnasium',  # perception-rl train: simulated tasks
+        'minigrid',
+        'ale-py',  # Atari, its ROMs included
     ],
     extras_require={
         'ros': [
@@ -32,6 +36,7 @@ setup(
             'ros-diagnostic-msgs', 'ros-rmw-fastrtps-cpp',
         ],
         'test': ['pytest', 'pytest-timeout', 'hypothesis'],
+        'bench': ['stable-baselines3'],  # the end-to-end baseline of perception-rl learning-bench
     },
     zip_safe=True,
     maintainer='perception_rl developers',
@@ -43,6 +48,7 @@ setup(
             f'camera_node = {PACKAGE}.camera_node:main',
             f'perception_node = {PACKAGE}.perception_node:main',
             f'agent_node = {PACKAGE}.agent_node:main',
+            f'sim_env_node = {PACKAGE}.sim_env_node:main',
             f'perception-rl = {PACKAGE}.cli:main',
         ],
     },

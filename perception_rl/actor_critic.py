@@ -1,10 +1,12 @@
-"""The agent's networks: Gaussian actor, critic with extrinsic and intrinsic heads, focus head."""
+"""The agent's networks: actor (Gaussian or categorical), critic with extrinsic and intrinsic
+heads, focus head."""
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Normal
+from torch.distributions import Categorical, Normal
+from torch.nn import functional as F
 
 
 @dataclass
@@ -14,7 +16,10 @@ class ActorCriticConfig:
     feature_dim: int = 64
     """Size of the perception features the agent acts on."""
     action_dim: int = 2
-    """How many command components the actor controls."""
+    """How many command components the actor controls, or with `discrete` how many actions
+    it chooses among."""
+    discrete: bool = False
+    """A categorical actor choosing one of `action_dim` actions, instead of a Gaussian one."""
     hidden: int = 64
     """Hidden width of each MLP."""
     init_log_std: float = -0.5
@@ -25,7 +30,7 @@ class ActorCriticConfig:
 class Decision:
     """What the agent chose for one observation (raw, before any clipping)."""
 
-    action: np.ndarray        # [A]
+    action: np.ndarray        # [A], or [1] holding the index of a discrete action
     log_prob: float
     focus: np.ndarray         # [2] fovea centre in [-1, 1] frame coordinates (before clipping)
     focus_log_prob: float
@@ -46,40 +51,70 @@ def mlp(inputs: int, hidden: int, outputs: int, out_gain: float) -> nn.Sequentia
 
 
 class ActorCritic(nn.Module):
-    """Actor, focus head and a two-headed critic, each its own MLP on the features."""
+    """Actor, focus head and two critics (extrinsic and intrinsic returns), each its own MLP
+    on the features: the intrinsic return's scale can differ from the extrinsic one's by orders
+    of magnitude, and a shared trunk would learn mostly the larger."""
 
     def __init__(self, config: ActorCriticConfig):
         super().__init__()
         self.config = config
         c = config
         self.actor = mlp(c.feature_dim, c.hidden, c.action_dim, out_gain=0.01)
-        self.actor_log_std = nn.Parameter(torch.full((c.action_dim,), c.init_log_std))
+        if not c.discrete:
+            self.actor_log_std = nn.Parameter(torch.full((c.action_dim,), c.init_log_std))
         self.focus = mlp(c.feature_dim, c.hidden, 2, out_gain=0.01)
         self.focus_log_std = nn.Parameter(torch.full((2,), c.init_log_std))
-        self.critic = mlp(c.feature_dim, c.hidden, 2, out_gain=1.0)  # [extrinsic, intrinsic]
+        self.critic_ext = mlp(c.feature_dim, c.hidden, 1, out_gain=1.0)
+        self.critic_int = mlp(c.feature_dim, c.hidden, 1, out_gain=1.0)
 
-    def policy(self, features: torch.Tensor) -> Normal:
+    @property
+    def stored_action_dim(self) -> int:
+        """Floats per stored action: the components, or 1 for a discrete action's index."""
+        return 1 if self.config.discrete else self.config.action_dim
+
+    def policy(self, features: torch.Tensor) -> Normal | Categorical:
+        if self.config.discrete:
+            return Categorical(logits=self.actor(features))
         return Normal(self.actor(features), self.actor_log_std.exp())
+
+    def evaluate(self, features: torch.Tensor, actions: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probability [B], entropy [B]) of stored actions [B, stored_action_dim]."""
+        policy = self.policy(features)
+        if self.config.discrete:
+            return policy.log_prob(actions[:, 0].long()), policy.entropy()
+        return policy.log_prob(actions).sum(dim=1), policy.entropy().sum(dim=1)
+
+    def executed(self, actions: torch.Tensor) -> torch.Tensor:
+        """Stored actions as the environment received them, as vectors [B, action_dim]: the
+        components clipped to [-1, 1], or a discrete action one-hot."""
+        if self.config.discrete:
+            return F.one_hot(actions[:, 0].long(), self.config.action_dim).float()
+        return actions.clamp(-1.0, 1.0)
 
     def focus_policy(self, features: torch.Tensor) -> Normal:
         return Normal(self.focus(features), self.focus_log_std.exp())
 
     def values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(V_ext, V_int), each [B]."""
-        values = self.critic(features)
-        return values[:, 0], values[:, 1]
+        return self.critic_ext(features)[:, 0], self.critic_int(features)[:, 0]
 
     @torch.no_grad()
-    def decide(self, features: np.ndarray, generator: torch.Generator) -> Decision:
-        """Sample an action and a fovea centre for one feature vector."""
-        f = torch.as_tensor(features, dtype=torch.float32).reshape(1, -1)
+    def decide(self, features: np.ndarray, generator: torch.Generator) -> list[Decision]:
+        """Sample an action and a fovea centre for each feature vector of [B, F]."""
+        f = torch.as_tensor(features, dtype=torch.float32).reshape(-1, self.config.feature_dim)
         policy, focus_policy = self.policy(f), self.focus_policy(f)
-        action = policy.mean + policy.stddev * torch.randn(
-            policy.mean.shape, generator=generator)
+        if self.config.discrete:
+            action = torch.multinomial(policy.probs, 1, generator=generator).float()
+        else:
+            action = policy.mean + policy.stddev * torch.randn(
+                policy.mean.shape, generator=generator)
         focus = focus_policy.mean + focus_policy.stddev * torch.randn(
             focus_policy.mean.shape, generator=generator)
+        log_prob = self.evaluate(f, action)[0]
+        focus_log_prob = focus_policy.log_prob(focus).sum(dim=1)
         value_ext, value_int = self.values(f)
-        return Decision(
-            action=action[0].numpy(), log_prob=float(policy.log_prob(action).sum()),
-            focus=focus[0].numpy(), focus_log_prob=float(focus_policy.log_prob(focus).sum()),
-            value_ext=float(value_ext), value_int=float(value_int))
+        return [Decision(action=action[i].numpy(), log_prob=float(log_prob[i]),
+                         focus=focus[i].numpy(), focus_log_prob=float(focus_log_prob[i]),
+                         value_ext=float(value_ext[i]), value_int=float(value_int[i]))
+                for i in range(len(f))]

@@ -10,9 +10,10 @@ import torch
 from perception_rl.actor_critic import ActorCritic, ActorCriticConfig, Decision
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
                                       restore_state, save_checkpoint, state_tensors)
-from perception_rl.curiosity import ICM, ICMConfig
+from perception_rl.curiosity import CuriosityConfig, make_curiosity
 from perception_rl.ppo import PPOConfig, PPOLearner
-from perception_rl.rollout import Rollout, RolloutBuffer
+from perception_rl.rollout import Rollout, RolloutBuffer, concatenate
+from perception_rl.running_stats import RunningMeanStd
 
 CHECKPOINT_PREFIX = 'agent'
 
@@ -22,14 +23,21 @@ class AgentConfig:
     """Everything that defines an agent."""
 
     model: ActorCriticConfig = field(default_factory=ActorCriticConfig)
-    icm: ICMConfig = field(default_factory=ICMConfig)
+    curiosity: CuriosityConfig = field(default_factory=CuriosityConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     rollout_length: int = 256
     """Transitions per PPO update (256 steps are 12.8 s at 20 Hz)."""
     reward_clip: float = 10.0
     """Extrinsic rewards are clipped to [-reward_clip, reward_clip]."""
+    feature_horizon: float = 10_000.0
+    """Steps over which the running mean and std that standardise the features are taken
+    (Huang et al. 2022's observation normalisation, kept following perception's drift)."""
     seed: int = 0
     """Seed of the initial weights and of the action sampling."""
+    wait_for_update: bool = False
+    """When a rollout is full while the previous update still runs, wait for it (lock-step
+    training, where no rollout may be lost) instead of dropping the rollout (real time, where
+    acting must never wait)."""
 
 
 class UpdateWorker:
@@ -62,8 +70,9 @@ class UpdateWorker:
     def busy(self) -> bool:
         return not self._idle.is_set()
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until no update runs; False if one still runs after `timeout` seconds."""
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Block until no update runs; False if one still runs after `timeout` seconds (None:
+        as long as it takes)."""
         return self._idle.wait(timeout)
 
     def take_result(self):
@@ -103,20 +112,28 @@ class Agent:
     """Decides an action and a fovea centre per observation; fills rollouts; learns from them.
 
     The acting network is a copy of the learner's: an update trains the learner's copy in the
-    worker, and the acting copy takes the new weights at its next decision.
+    worker, and the acting copy takes the new weights at its next decision. It acts for one
+    stream of observations (a robot) or for several in lock-step (environments in training),
+    each with its own share of the rollout.
     """
 
-    def __init__(self, config: AgentConfig):
-        self.config = config
+    def __init__(self, config: AgentConfig, streams: int = 1):
+        if streams < 1 or config.rollout_length % streams:
+            raise ValueError(f'rollout_length {config.rollout_length} must be a multiple of '
+                             f'the number of streams ({streams})')
+        self.config, self.streams = config, streams
         torch.manual_seed(config.seed)
         mc = config.model
         self.policy = ActorCritic(mc)
-        icm = ICM(mc.feature_dim, mc.action_dim, config.icm)
-        self.learner = PPOLearner(copy.deepcopy(self.policy), icm, config.ppo, config.seed)
-        self.buffer = RolloutBuffer(config.rollout_length, mc.feature_dim, mc.action_dim)
+        curiosity = make_curiosity(config.curiosity, mc.feature_dim, mc.action_dim, mc.discrete)
+        self.learner = PPOLearner(copy.deepcopy(self.policy), curiosity, config.ppo,
+                                  config.seed)
+        self.buffers = [RolloutBuffer(config.rollout_length // streams, mc.feature_dim,
+                                      self.policy.stored_action_dim) for _ in range(streams)]
         self._generator = torch.Generator().manual_seed(config.seed)
+        self.feature_stats = RunningMeanStd((mc.feature_dim,), horizon=config.feature_horizon)
         self._worker = UpdateWorker(self.learner)
-        self._previous: tuple[np.ndarray, Decision] | None = None
+        self._previous: list[tuple[np.ndarray, Decision] | None] = [None] * streams
         self.steps = 0
         self.updates = 0
         self.updates_skipped = 0
@@ -126,25 +143,44 @@ class Agent:
 
     def act(self, features: np.ndarray, reward: float = 0.0, done: bool = False) -> Decision:
         """Decide for `features`; `reward` and `done` belong to the previous decision."""
+        return self.act_batch(np.asarray(features)[None], [reward], [done])[0]
+
+    def act_batch(self, features: np.ndarray, rewards, dones) -> list[Decision]:
+        """Decide for each stream's features [B, F]; rewards[i] and dones[i] belong to stream
+        i's previous decision."""
         self._adopt_finished_update()
-        if self._previous is not None and self.learning:
-            prev_features, d = self._previous
-            reward = float(np.clip(reward, -self.config.reward_clip, self.config.reward_clip))
-            self.buffer.add(prev_features, features, d.action, d.log_prob, d.focus,
-                            d.focus_log_prob, d.value_ext, d.value_int, reward, float(done))
-            if self.buffer.full:
-                rollout = self.buffer.take()
+        if self.learning:
+            self.feature_stats.update(np.asarray(features, np.float64))
+        # Perception's features vary little across inputs next to their fixed pattern (a
+        # random encoder's per-dimension std across frames is about 0.08): standardised,
+        # the policy sees the differences between frames.
+        features = self.feature_stats.normalise(np.asarray(features, np.float64))
+        if self.learning:
+            clip = self.config.reward_clip
+            for buffer, previous, next_features, reward, done in zip(
+                    self.buffers, self._previous, features, rewards, dones):
+                if previous is not None:
+                    prev_features, d = previous
+                    buffer.add(prev_features, next_features, d.action, d.log_prob, d.focus,
+                               d.focus_log_prob, d.value_ext, d.value_int,
+                               float(np.clip(reward, -clip, clip)), float(done))
+            if all(buffer.full for buffer in self.buffers):
+                rollout = concatenate([buffer.take() for buffer in self.buffers])
+                if self.config.wait_for_update:
+                    self._worker.wait_idle(None)
+                    self._adopt_finished_update()
                 if not self._worker.submit(rollout):
                     self.updates_skipped += 1
-        decision = self.policy.decide(features, self._generator)
-        self._previous = (np.array(features, np.float32), decision)
-        self.steps += 1
-        return decision
+        decisions = self.policy.decide(features, self._generator)
+        self._previous = [(f.copy(), d) for f, d in zip(features, decisions)]
+        self.steps += len(decisions)
+        return decisions
 
     def forget_previous(self) -> None:
         """Do not link the next observation to the last decision (inputs stopped, time jumped)."""
-        self._previous = None
-        self.buffer.mark_gap()
+        self._previous = [None] * self.streams
+        for buffer in self.buffers:
+            buffer.mark_gap()
 
     @property
     def updating(self) -> bool:
@@ -164,10 +200,10 @@ class Agent:
 
     def architecture(self) -> dict:
         """What a checkpoint must match to be loaded into this agent."""
-        return {'model': asdict(self.config.model), 'icm': asdict(self.config.icm)}
+        return {'model': asdict(self.config.model), 'curiosity': asdict(self.config.curiosity)}
 
     def _parts(self):
-        return ({'policy': self.learner.model, 'icm': self.learner.icm},
+        return ({'policy': self.learner.model, 'curiosity': self.learner.curiosity},
                 {'adam': self.learner.optimizer})
 
     def save(self, directory: str | Path, keep: int = 3, timeout: float = 30.0) -> Path:
@@ -180,11 +216,11 @@ class Agent:
             raise RuntimeError(f'a PPO update is still running after {timeout} s')
         self._adopt_finished_update()
         tensors, meta = state_tensors(*self._parts())
-        stats = self.learner.intrinsic_stats
         meta.update(kind=CHECKPOINT_PREFIX, architecture=self.architecture(),
                     architecture_hash=config_hash(self.architecture()),
                     config=asdict(self.config), steps=self.steps, updates=self.updates,
-                    intrinsic_stats=[stats.mean.tolist(), stats.var.tolist(), stats.count])
+                    intrinsic_stats=self.learner.intrinsic_stats.state(),
+                    feature_stats=self.feature_stats.state())
         return save_checkpoint(directory, CHECKPOINT_PREFIX, self.steps, tensors, meta, keep)
 
     def load(self, checkpoint: LoadedCheckpoint) -> None:
@@ -196,7 +232,6 @@ class Agent:
         self.policy.load_state_dict(self.learner.model.state_dict())
         meta = checkpoint.metadata
         self.steps, self.updates = int(meta['steps']), int(meta['updates'])
-        stats = self.learner.intrinsic_stats
-        mean, var, count = meta['intrinsic_stats']
-        stats.mean, stats.var, stats.count = np.array(mean), np.array(var), float(count)
+        self.learner.intrinsic_stats.load_state(meta['intrinsic_stats'])
+        self.feature_stats.load_state(meta['feature_stats'])
         self.forget_previous()

@@ -1,4 +1,4 @@
-"""agent_node: one cmd_vel and one focus_roi for every features message; PPO + ICM learning."""
+"""agent_node: one cmd_vel and one focus_roi for every features message; PPO with curiosity."""
 import math
 import sys
 import time
@@ -11,13 +11,14 @@ from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import RegionOfInterest
-from std_msgs.msg import Float32, Float32MultiArray, MultiArrayDimension
+from std_msgs.msg import Bool, Float32, Float32MultiArray, Int32, MultiArrayDimension
 
 from perception_rl import qos
 from perception_rl.actor_critic import ActorCriticConfig
 from perception_rl.agent import CHECKPOINT_PREFIX, Agent, AgentConfig
 from perception_rl.checkpoint import resume
 from perception_rl.commands import TWIST_AXES, CommandSpec
+from perception_rl.curiosity import KINDS, CuriosityConfig
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import ERROR, OK, WARN, HealthPublisher
 from perception_rl.node_main import run_node
@@ -34,6 +35,9 @@ PARAMETERS = [
     ParamSpec('axis_limits', (0.2, 0.5),
               'Largest magnitude of each controlled component (m/s, rad/s), in order',
               low=1e-6, high=100.0),
+    ParamSpec('discrete_actions', 0, "0: a continuous actor drives cmd_vel's controlled_axes; "
+              'N > 0: a categorical actor chooses one of N actions and publishes its index on '
+              'action (std_msgs/Int32), cmd_vel staying zero', low=0, high=4096),
     ParamSpec('image_width', 640, 'Width of the frames focus_roi refers to', low=16, high=8192),
     ParamSpec('image_height', 480, 'Height of the frames focus_roi refers to', low=16,
               high=8192),
@@ -43,9 +47,12 @@ PARAMETERS = [
               low=1, high=8192),
     ParamSpec('learn', True, 'Store transitions and run PPO updates', dynamic=True),
     ParamSpec('rollout_length', 256, 'Transitions per PPO update', low=16, high=65536),
-    ParamSpec('learning_rate', 3e-4, 'Adam learning rate of actor, critic, focus head and ICM',
-              low=0.0, high=1.0),
+    ParamSpec('learning_rate', 3e-4, 'Adam learning rate of actor, critic, focus head and '
+              'curiosity module', low=0.0, high=1.0),
     ParamSpec('intrinsic_coef', 0.5, 'Weight of the curiosity advantage', low=0.0, high=100.0),
+    ParamSpec('curiosity', 'icm', 'Intrinsic reward: icm (forward-model error), rnd (random '
+              'network distillation), snd (distillation of a VICReg-trained target) or none',
+              choices=KINDS),
     ParamSpec('reward_clip', 10.0, 'Extrinsic rewards are clipped to +-this', low=0.0,
               high=1e6),
     ParamSpec('input_timeout', 0.5, 'Seconds without features after which only zero '
@@ -70,11 +77,14 @@ class AgentNode(Node):
             self.command_spec = CommandSpec(tuple(p['controlled_axes']), tuple(p['axis_limits']))
         except ValueError as error:
             raise ParameterError(f"parameters 'controlled_axes'/'axis_limits': {error}") from None
+        discrete = p['discrete_actions'] > 0
         config = AgentConfig(
-            model=replace(ActorCriticConfig(), feature_dim=FEATURE_DIM,
-                          action_dim=len(self.command_spec.axes)),
+            model=replace(ActorCriticConfig(), feature_dim=FEATURE_DIM, discrete=discrete,
+                          action_dim=(p['discrete_actions'] if discrete
+                                      else len(self.command_spec.axes))),
             ppo=replace(PPOConfig(), learning_rate=p['learning_rate'],
                         int_coef=p['intrinsic_coef']),
+            curiosity=replace(CuriosityConfig(), kind=p['curiosity']),
             rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'])
         self.agent = Agent(config)
         self.agent.learning = p['learn']
@@ -90,28 +100,34 @@ class AgentNode(Node):
         self._scalars = ScalarLog(p['log_dir'])
         self._logged_updates = self.agent.updates
         self._reward = 0.0
+        self._episode_ended = False
         self.rewards_rejected = 0
         self.features_rejected = 0
         self.commands = 0
         self._last_input = time.monotonic()
         self._stale = True
         self._tick = LatencyWindow()
+        self._tick_updating = LatencyWindow()  # the ticks while a PPO update runs
         self._cmd_pub = self.create_publisher(Twist, 'cmd_vel', qos.LATEST,
                                               qos_overriding_options=qos.overridable())
         self._roi_pub = self.create_publisher(RegionOfInterest, 'focus_roi', qos.LATEST)
+        self._action_pub = (self.create_publisher(Int32, 'action', qos.LATEST) if discrete
+                            else None)
         self._policy_pub = self.create_publisher(Float32MultiArray, 'policy_weights', qos.POLICY)
         self._publish_policy()
         self.create_subscription(Float32MultiArray, 'features', self._on_features, qos.FEATURES,
                                  qos_overriding_options=qos.overridable())
         self.create_subscription(Float32, 'reward', self._on_reward, qos.REWARDS)
+        self.create_subscription(Bool, 'episode_end', self._on_episode_end, qos.REWARDS)
         # The watchdog runs on steady time: it must stop the robot even if the ROS clock
         # (sim time from a bag) stalls.
         self.create_timer(min(0.1, p['input_timeout'] / 2), self._watchdog,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._health = HealthPublisher(self, self._report)
+        controls = (f"one of {p['discrete_actions']} actions on action" if discrete else
+                    f'{list(self.command_spec.axes)} within {list(self.command_spec.limits)}')
         self.get_logger().info(
-            f"controlling {list(self.command_spec.axes)} within {list(self.command_spec.limits)}"
-            f", rollout {p['rollout_length']}, learn={p['learn']}")
+            f"controlling {controls}, rollout {p['rollout_length']}, learn={p['learn']}")
 
     def _on_change(self, name, value) -> None:
         if name == 'learn':
@@ -126,8 +142,12 @@ class AgentNode(Node):
             return
         self._reward += msg.data
 
+    def _on_episode_end(self, msg: Bool) -> None:
+        self._episode_ended |= bool(msg.data)
+
     def _on_features(self, msg: Float32MultiArray) -> None:
         start = time.perf_counter()
+        updating = self.agent.updating
         features = np.asarray(msg.data, np.float32)
         if features.shape != (FEATURE_DIM,) or not np.isfinite(features).all():
             self.features_rejected += 1
@@ -136,10 +156,14 @@ class AgentNode(Node):
                 throttle_duration_sec=5.0)
             return
         reward, self._reward = self._reward, 0.0
+        ended, self._episode_ended = self._episode_ended, False
         if self._stale:  # inputs resumed: the gap is not a transition
             self.agent.forget_previous()
-        decision = self.agent.act(features, reward)
-        self._publish_command(self.command_spec.command(decision.action))
+        decision = self.agent.act(features, reward, ended)
+        if self._action_pub is not None:
+            self._action_pub.publish(Int32(data=int(decision.action[0])))
+        else:
+            self._publish_command(self.command_spec.command(decision.action))
         roi = Roi.around(float(decision.focus[0]), float(decision.focus[1]),
                          self._p['image_width'], self._p['image_height'],
                          self._p['roi_width'], self._p['roi_height'])
@@ -148,7 +172,10 @@ class AgentNode(Node):
         self._last_input = time.monotonic()
         self._stale = False
         self.commands += 1
-        self._tick.add(1e3 * (time.perf_counter() - start))
+        tick_ms = 1e3 * (time.perf_counter() - start)
+        self._tick.add(tick_ms)
+        if updating:
+            self._tick_updating.add(tick_ms)
 
     def _publish_command(self, values: dict[str, float]) -> None:
         msg = Twist()
@@ -158,7 +185,10 @@ class AgentNode(Node):
         self._cmd_pub.publish(msg)
 
     def _publish_policy(self) -> None:
-        """The acting policy, for perception's pisco loss (policy_weights.py)."""
+        """The acting policy, for perception's pisco loss (policy_weights.py); pisco compares
+        Gaussian policies, so a categorical actor publishes none."""
+        if self._action_pub is not None:
+            return
         labels, data = flatten_policy(self.agent.policy)
         msg = Float32MultiArray(data=data.tolist())
         msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size)
@@ -183,13 +213,14 @@ class AgentNode(Node):
         if agent.last_error is not None:
             self.get_logger().error(f'update failed: {agent.last_error}')
             agent.last_error = None
-        tick = self._tick.summary()
+        tick, during_update = self._tick.summary(), self._tick_updating.summary()
         values = {'steps': agent.steps, 'updates': agent.updates, 'updating': agent.updating,
                   'updates_skipped': agent.updates_skipped,
                   'intrinsic_reward': agent.last_update.get('intrinsic_reward', 0.0),
                   'extrinsic_reward': agent.last_update.get('extrinsic_reward', 0.0),
                   'commands': self.commands, 'stale_inputs': self._stale,
                   'tick_ms_p50': tick['p50'], 'tick_ms_p99': tick['p99'],
+                  'tick_ms_p99_during_update': during_update['p99'],
                   'features_rejected': self.features_rejected,
                   'rewards_rejected': self.rewards_rejected}
         if self._stale:

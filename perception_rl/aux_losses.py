@@ -1,10 +1,14 @@
-"""Self-supervised auxiliary losses that train perception online, one frame at a time.
+"""Self-supervised auxiliary losses that train perception online, one tick at a time.
 
 The `aux_loss` parameter composes them with weights: `tpc`, `contrastive+vicreg:0.5`,
 `none`. Every term sees the live features of the current frame (in the graph), the detached
 features of the previous frame, the action taken in between and a short history of detached
 feature vectors (64 floats each, never frames). Terms that need a batch encode other views
 of the current frame (the fovea elsewhere, the periphery cropped differently) with gradients.
+
+A tick holds one frame per stream: one for a node, one per environment in lock-step training
+with several. Terms that link a frame to its stream's previous one leave out the streams
+where the previous frame belongs to another episode (`continues`).
 """
 from collections import deque
 from dataclasses import dataclass
@@ -70,9 +74,9 @@ class AuxLossConfig:
     temperature: float = 0.1
     """Softmax temperature of the contrastive term (cosine similarities)."""
     reconstruction_memory: int = 0
-    """Frames (their two small views) kept by the reconstruction term and replayed one per tick,
-    replacing the best-reconstructed when a worse one arrives (the live-video seed's memory of
-    32). 0 keeps no frames at all."""
+    """Ticks (the two small views of their frames) kept by the reconstruction term and replayed
+    one per tick, replacing the best-reconstructed when a worse one arrives (the live-video
+    seed's memory of 32). 0 keeps no frames at all."""
     pisco_shift: int = 4
     """Pixels of random shift between the two augmented views of the pisco term."""
     policy_actions: int = 2
@@ -90,21 +94,30 @@ class AuxContext:
     """What one tick offers the loss terms."""
 
     features: torch.Tensor
-    """Live features of the current frame [1, D] (in the graph)."""
+    """Live features of each stream's current frame [B, D] (in the graph)."""
     prev_features: torch.Tensor
-    """Detached features of the previous frame [1, D]."""
+    """Detached features of each stream's previous frame [B, D]."""
     prev_action: torch.Tensor
-    """The action taken between the two frames [1, A]."""
-    motion: float
-    """How much that action moves the view (sum of |command| and of the fovea's shift)."""
+    """The action taken between the two frames [B, A]."""
+    motion: torch.Tensor
+    """How much that action moves the view [B] (sum of |command| and of the fovea's shift)."""
+    continues: torch.Tensor
+    """[B] bool: the previous frame is of the same episode (False: the stream restarted)."""
     fovea: torch.Tensor
-    """The current fovea view [1, 3, h, w] in [0, 1]."""
+    """The current fovea views [B, 3, h, w] in [0, 1]."""
     periphery: torch.Tensor
-    """The current periphery view [1, 3, H, W] in [0, 1]."""
+    """The current periphery views [B, 3, H, W] in [0, 1]."""
     encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     """(fovea, periphery) -> live features, for terms that need other views."""
     other_views: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
-    """count -> (fovea, periphery) batches of other views of the current frame."""
+    """count -> (fovea, periphery) batches of `count` other views of the current frames."""
+
+
+def _mean_over(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """Mean of per-stream values [B] where mask [B] holds; None where it holds nowhere."""
+    if not bool(mask.any()):
+        return None
+    return values[mask].mean()
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -130,17 +143,17 @@ class TemporalPrediction(nn.Module):
             nn.Linear(feature_dim + action_dim, config.predictor_hidden), nn.ReLU(),
             nn.Linear(config.predictor_hidden, feature_dim))
 
-    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor | None:
         predicted = self.predictor(torch.cat([ctx.prev_features, ctx.prev_action], dim=1))
-        return F.mse_loss(predicted, ctx.features)
+        return _mean_over((predicted - ctx.features).pow(2).mean(dim=1), ctx.continues)
 
 
 class TemporalCoherence(nn.Module):
     """coherence: consecutive features stay close unless the action moved the view (option 2)."""
 
-    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
-        delta = F.mse_loss(ctx.features, ctx.prev_features)
-        return delta / (1.0 + ctx.motion)
+    def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor | None:
+        delta = (ctx.features - ctx.prev_features).pow(2).mean(dim=1)
+        return _mean_over(delta / (1.0 + ctx.motion), ctx.continues)
 
 
 class TemporalContrast(nn.Module):
@@ -159,10 +172,14 @@ class TemporalContrast(nn.Module):
         recent = history.recent
         if len(recent) <= self.gap:
             return None
-        keys = torch.cat([recent[-1], *list(recent)[:-self.gap]], dim=0)
-        logits = F.normalize(ctx.features, dim=1) @ F.normalize(keys, dim=1).T
-        target = torch.zeros(1, dtype=torch.long, device=logits.device)
-        return F.cross_entropy(logits / self.temperature, target)
+        # Each stream's own past: [B, 1 + K, D], the positive first. Older features of an
+        # earlier episode remain fair negatives; only the positive needs `continues`.
+        keys = torch.stack([recent[-1], *list(recent)[:-self.gap]], dim=1)
+        logits = torch.einsum('bd,bkd->bk', F.normalize(ctx.features, dim=1),
+                              F.normalize(keys, dim=2))
+        target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+        losses = F.cross_entropy(logits / self.temperature, target, reduction='none')
+        return _mean_over(losses, ctx.continues)
 
 
 class VarianceCovariance(nn.Module):
@@ -184,14 +201,21 @@ class VarianceCovariance(nn.Module):
 
     def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
         batch = torch.cat([ctx.features, ctx.encode(*ctx.other_views(self.views))], dim=0)
-        n, dim = batch.shape
-        centred = batch - batch.mean(dim=0)
-        std = torch.sqrt(centred.pow(2).sum(dim=0) / (n - 1) + 1e-4)
-        variance = F.relu(self.target - std).mean()
-        cov = centred.T @ centred / (n - 1)
-        off_diagonal = cov - torch.diag(torch.diagonal(cov))
-        covariance = off_diagonal.pow(2).sum() / dim
+        variance, covariance = variance_covariance(batch, self.target)
         return variance + self.cov_weight * covariance
+
+
+def variance_covariance(batch: torch.Tensor, std_target: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's variance term (hinge on each dimension's std across the batch [N, D]) and
+    covariance term (squared off-diagonal covariances over D)."""
+    n, dim = batch.shape
+    centred = batch - batch.mean(dim=0)
+    std = torch.sqrt(centred.pow(2).sum(dim=0) / (n - 1) + 1e-4)
+    variance = F.relu(std_target - std).mean()
+    cov = centred.T @ centred / (n - 1)
+    off_diagonal = cov - torch.diag(torch.diagonal(cov))
+    return variance, off_diagonal.pow(2).sum() / dim
 
 
 class Reconstruction(nn.Module):
@@ -285,17 +309,17 @@ class PolicyConsistency(nn.Module):
                   random_shift(ctx.periphery, self.shift, self._generator)) for _ in range(2)]
         features = ctx.encode(torch.cat([views[0][0], views[1][0]]),
                               torch.cat([views[0][1], views[1][1]]))
-        mean = self._mean(features)
+        first, second = self._mean(features).chunk(2)
         # KL between two Gaussians with the same std: squared mean difference over 2 var.
         # Each direction stops the gradient of its target, as PiSCO's detach_distribution.
         variance = torch.exp(2.0 * self.log_std)
-        forward = (mean[0] - mean[1].detach()).pow(2) / (2.0 * variance)
-        backward = (mean[1] - mean[0].detach()).pow(2) / (2.0 * variance)
-        return (forward.sum() + backward.sum()) / 2.0
+        forward = (first - second.detach()).pow(2) / (2.0 * variance)
+        backward = (second - first.detach()).pow(2) / (2.0 * variance)
+        return (forward.sum(dim=1) + backward.sum(dim=1)).mean() / 2.0
 
 
 class FeatureHistory:
-    """Detached feature vectors of the last few frames, newest last."""
+    """Detached feature vectors [B, D] of the last few ticks, newest last."""
 
     def __init__(self, length: int):
         self.recent: deque[torch.Tensor] = deque(maxlen=length)

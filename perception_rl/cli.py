@@ -3,6 +3,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from perception_rl.curiosity import KINDS
+from perception_rl.trainer import RETURN_WINDOW, TrainConfig, train
+
 
 def _add_bench_arguments(parser: argparse.ArgumentParser, arms: str, out: str) -> None:
     """The arguments both benchmarks share."""
@@ -52,10 +55,67 @@ def main(argv=None) -> None:
                     'the feature drift per rollout (docs/representation_benchmark.md).')
     _add_bench_arguments(drift, 'all', 'runs/drift_bench')
     drift.add_argument('--steps', type=int, default=12000)
+    trainer = commands.add_parser(
+        'train', help='lock-step training on a Gymnasium task, without ROS',
+        description='Train online perception and the agent together on a Gymnasium '
+                    'environment with image observations, one environment step per decision, '
+                    'as fast as the machine allows. Writes episodes.csv, TensorBoard scalars, '
+                    'checkpoints and learning_curve.png to --out.')
+    trainer.add_argument('--env', required=True,
+                         help='Gymnasium id: MiniGrid-*, ALE/*, perception_rl/Foveation-v0 or '
+                              'any environment with image observations or rgb_array rendering')
+    trainer.add_argument('--steps', type=int, required=True)
+    trainer.add_argument('--seed', type=int, default=0)
+    trainer.add_argument('--out', required=True, help='run directory')
+    defaults = TrainConfig('', 0)
+    trainer.add_argument('--aux-loss', default=defaults.aux_loss,
+                         help="perception's auxiliary loss ('none': frozen random encoder)")
+    trainer.add_argument('--curiosity', default=defaults.curiosity, choices=KINDS)
+    trainer.add_argument('--intrinsic-coef', type=float, default=defaults.intrinsic_coef)
+    trainer.add_argument('--envs', type=int, default=defaults.envs,
+                         help='environments stepped together (one batch for perception)')
+    trainer.add_argument('--rollout-length', type=int, default=defaults.rollout_length,
+                         help='transitions per PPO update, over all environments')
+    trainer.add_argument('--roi-fraction', type=float, default=defaults.roi_fraction,
+                         help="fovea side as a fraction of the frame's shorter side")
+    trainer.add_argument('--fixed-fovea', action='store_true',
+                         help="keep the fovea at the frame's centre")
+    learning = commands.add_parser(
+        'learning-bench', help='learning curves: frozen and online perception, fixed fovea, '
+                               'end-to-end pixel PPO (Stable-Baselines3)',
+        description='Train every arm on every task for --steps steps per seed with '
+                    'perception-rl train (and Stable-Baselines3 PPO for sb3-ppo); write '
+                    'results.csv, table.md and a curve PNG per task (docs/learning_benchmark.md).')
+    _add_bench_arguments(learning, 'all', 'runs/learning_bench')
+    learning.add_argument('--tasks', default='all', help='comma-separated Gymnasium ids, or '
+                                                          '"all" (MiniGrid Empty and DoorKey, '
+                                                          'the foveation task)')
+    learning.add_argument('--steps', type=int, default=100_000)
     args = parser.parse_args(argv)
     if args.command == 'run':
         from perception_rl.run_job import run_job
         sys.exit(run_job(args.source, args.duration or None, args.out, args.params_file))
+    if args.command == 'train':
+        config = TrainConfig(
+            args.env, args.steps, args.seed, aux_loss=args.aux_loss, curiosity=args.curiosity,
+            intrinsic_coef=args.intrinsic_coef, envs=args.envs,
+            rollout_length=args.rollout_length,
+            roi_fraction=args.roi_fraction, fixed_fovea=args.fixed_fovea)
+        try:
+            summary = train(config, Path(args.out))
+        except ValueError as error:
+            sys.exit(f'perception-rl train: {error}')
+        print(f"perception-rl train: {summary['steps']} steps at "
+              f"{summary['steps_per_s']:.0f} steps/s, {summary['episodes']} episodes, mean "
+              f"return of the last {RETURN_WINDOW} {summary['final_return']:+.3f}; "
+              f'episodes.csv, tensorboard/, checkpoints/ and learning_curve.png in {args.out}')
+    if args.command == 'learning-bench':
+        from perception_rl.learning_bench import ARMS, TASKS, run_benchmark
+        try:
+            run_benchmark(_names(args.arms, ARMS), _names(args.tasks, TASKS), args.seeds,
+                          args.steps, Path(args.out), args.workers)
+        except ValueError as error:
+            sys.exit(f'perception-rl learning-bench: {error}')
     if args.command == 'representation-bench':
         from perception_rl.representation_bench import ARMS, run_benchmark
         from perception_rl.synthetic_scene import SCENE_FAMILIES

@@ -11,11 +11,11 @@ from perception_rl.aux_losses import AuxContext, AuxiliaryObjective, AuxLossConf
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
                                       restore_state, save_checkpoint, state_tensors)
 from perception_rl.encoder import EncoderConfig, VisualPerception, images_to_tensor
-from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi, crop_fovea, downsample_periphery
+from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
 
 CHECKPOINT_PREFIX = 'perception'
 ACTION_DIM = 8
-"""The action perception conditions on: cmd_vel's 6 components and the fovea centre (x, y)."""
+"""The action perception_node conditions on: cmd_vel's 6 components and the fovea centre."""
 PUBLISHED = ('online', 'target')
 """Which encoder's features leave perception: the one learning, or its slow EMA copy."""
 
@@ -26,6 +26,9 @@ class PerceptionConfig:
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     aux: AuxLossConfig = field(default_factory=AuxLossConfig)
+    action_dim: int = ACTION_DIM
+    """Size of the action perception conditions on: the motor action's components (cmd_vel's
+    6, or a discrete action one-hot), then the fovea centre (x, y) in [-1, 1]."""
     learning_rate: float = 3e-4
     """Adam learning rate of the encoder and the auxiliary heads."""
     max_grad_norm: float = 1.0
@@ -53,7 +56,8 @@ class PerceptionStep:
     """What one tick produced."""
 
     features: np.ndarray
-    """The detached published features, float32 [feature_dim]."""
+    """The detached published features, float32 [feature_dim] ([B, feature_dim] from
+    step_batch)."""
     trained: bool
     """Whether an optimizer step ran on this frame."""
     loss_terms: dict[str, float]
@@ -89,6 +93,9 @@ def validate(config: PerceptionConfig) -> None:
     if not 0 <= config.frozen_conv_layers <= 3:
         raise ValueError(f"'frozen_conv_layers' must be 0 to 3, not "
                          f'{config.frozen_conv_layers}')
+    if config.action_dim < 3:
+        raise ValueError(f"'action_dim' must be at least 3 (an action and the fovea centre), "
+                         f'not {config.action_dim}')
     if config.train_every < 1:
         raise ValueError(f"'train_every' must be at least 1, not {config.train_every}")
 
@@ -103,7 +110,7 @@ class OnlinePerception:
         torch.manual_seed(config.seed)
         c = config.encoder
         self.encoder = VisualPerception(c).to(self.device)
-        self.aux = AuxiliaryObjective(config.aux, c.feature_dim, ACTION_DIM,
+        self.aux = AuxiliaryObjective(config.aux, c.feature_dim, config.action_dim,
                                       (c.periphery_height, c.periphery_width),
                                       config.seed).to(self.device)
         self.target = None
@@ -131,19 +138,42 @@ class OnlinePerception:
 
     def step(self, frame: np.ndarray, roi: Roi, action: np.ndarray,
              lateness_ms: float = 0.0) -> PerceptionStep:
-        """One tick on a HxWx3 uint8 frame seen through `roi`.
+        """One tick on a HxWx3 uint8 frame seen through `roi` (one stream: a node's camera).
 
-        :param action: float [ACTION_DIM], the action taken between the previous frame and this
-            one (the latest cmd_vel and the fovea centre this frame is seen through).
+        :param action: float [action_dim], the action taken between the previous frame and
+            this one (the latest cmd_vel, or a discrete action one-hot) and the fovea centre
+            this frame is seen through.
         :param lateness_ms: how late this frame arrived, for the training budget.
         """
+        step = self.step_batch([frame], [roi], np.asarray(action)[None], lateness_ms=lateness_ms)
+        step.features = step.features[0]
+        return step
+
+    def step_batch(self, frames: list[np.ndarray], rois: list[Roi], actions: np.ndarray,
+                   starts: np.ndarray | None = None, lateness_ms: float = 0.0
+                   ) -> PerceptionStep:
+        """One tick on one frame per stream (several environments in lock-step training).
+
+        :param actions: float [B, action_dim], as `step`'s action, per stream.
+        :param starts: [B] bool, True where the stream's frame begins a new episode, so that
+            no loss links it to the stream's previous frame (None: none does).
+        :returns: a PerceptionStep whose features are [B, feature_dim].
+        """
         start = time.perf_counter()
-        action_t = torch.as_tensor(
-            action, dtype=torch.float32, device=self.device).reshape(1, ACTION_DIM)
-        train = self._should_train(lateness_ms)
-        fovea, periphery = self.encoder.views(frame, roi, self.device)
+        streams = len(frames)
+        action_t = torch.as_tensor(np.asarray(actions), dtype=torch.float32,
+                                   device=self.device).reshape(streams, self.config.action_dim)
+        if self._prev is not None and len(self._prev[0]) != streams:
+            self.reset_history()  # another number of streams: nothing links to the last tick
+        continues = torch.ones(streams, dtype=torch.bool, device=self.device)
+        if starts is not None:
+            continues &= ~torch.as_tensor(np.asarray(starts, bool), device=self.device)
+        train = self._should_train(lateness_ms) and bool(continues.any())
+        views = [self.encoder.views(f, r, self.device) for f, r in zip(frames, rois)]
+        fovea = torch.cat([v[0] for v in views])
+        periphery = torch.cat([v[1] for v in views])
         if self._reference is None:
-            self._reference = (fovea, periphery)
+            self._reference = (fovea[:1], periphery[:1])
         with torch.set_grad_enabled(train):
             features = self.encoder(fovea, periphery)
         key = features.detach()
@@ -153,12 +183,12 @@ class OnlinePerception:
         forward_done = time.perf_counter()
         terms: dict[str, float] = {}
         if train:
-            terms = self._train(frame, features, action_t, fovea, periphery)
+            terms = self._train(frames, rois, features, action_t, continues, fovea, periphery)
             train = bool(terms)
         if self.learns:
             self.aux.remember(key)
         published = key if self.config.publish == 'target' else features.detach()
-        self._prev = (features.detach(), action_t[:, 6:])
+        self._prev = (features.detach(), action_t[:, -2:])
         self.frames += 1
         end = time.perf_counter()
         train_ms = 1e3 * (end - forward_done) if train else 0.0
@@ -167,7 +197,7 @@ class OnlinePerception:
             self.expected_tick_ms = (tick_ms if self.expected_tick_ms == 0.0 else
                                      0.9 * self.expected_tick_ms + 0.1 * tick_ms)
         return PerceptionStep(
-            features=published[0].cpu().numpy().astype(np.float32, copy=False),
+            features=published.cpu().numpy().astype(np.float32, copy=False),
             trained=train, loss_terms=terms,
             forward_ms=1e3 * (forward_done - start), train_ms=train_ms)
 
@@ -186,15 +216,18 @@ class OnlinePerception:
             return False
         return True
 
-    def _other_views(self, frame: np.ndarray, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """`count` other views of the frame: the fovea at random places, the periphery of a
-        random crop of 60 to 100 % of the frame's width and height."""
-        height, width = frame.shape[:2]
+    def _other_views(self, frames: list[np.ndarray], rois: list[Roi], count: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` other views of the frames, taken from each frame in turn: its fovea region
+        at random places, the periphery of a random crop of 60 to 100 % of the frame's width
+        and height."""
         rng, c = self._view_rng, self.config.encoder
         foveae, peripheries = [], []
-        for _ in range(count):
+        for i in range(count):
+            frame, fovea_roi = frames[i % len(frames)], rois[i % len(frames)]
+            height, width = frame.shape[:2]
             cx, cy = rng.uniform(-1.0, 1.0, 2)
-            roi = Roi.around(cx, cy, width, height, DEFAULT_ROI_SIZE, DEFAULT_ROI_SIZE)
+            roi = Roi.around(cx, cy, width, height, fovea_roi.width, fovea_roi.height)
             foveae.append(crop_fovea(frame, roi, c.fovea_size))
             w, h = (rng.uniform(0.6, 1.0, 2) * (width, height)).astype(int)
             x, y = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
@@ -203,15 +236,17 @@ class OnlinePerception:
         return images_to_tensor(np.stack(foveae), self.device), \
             images_to_tensor(np.stack(peripheries), self.device)
 
-    def _train(self, frame: np.ndarray, features: torch.Tensor, action: torch.Tensor,
-               fovea: torch.Tensor, periphery: torch.Tensor) -> dict[str, float]:
-        """One optimizer step on this frame; {} when no term has history yet or it failed."""
+    def _train(self, frames: list[np.ndarray], rois: list[Roi], features: torch.Tensor,
+               action: torch.Tensor, continues: torch.Tensor, fovea: torch.Tensor,
+               periphery: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on this tick; {} when no term has history yet or it failed."""
         prev_features, prev_centre = self._prev
-        motion = float(action[:, :6].abs().sum() + (action[:, 6:] - prev_centre).abs().sum())
+        motion = (action[:, :-2].abs().sum(dim=1)
+                  + (action[:, -2:] - prev_centre).abs().sum(dim=1))
         loss, terms = self.aux(AuxContext(
             features=features, prev_features=prev_features, prev_action=action, motion=motion,
-            fovea=fovea, periphery=periphery, encode=self.encoder,
-            other_views=lambda count: self._other_views(frame, count)))
+            continues=continues, fovea=fovea, periphery=periphery, encode=self.encoder,
+            other_views=lambda count: self._other_views(frames, rois, count)))
         if loss is None:
             return {}
         self.optimizer.zero_grad(set_to_none=True)
@@ -264,7 +299,7 @@ class OnlinePerception:
         return {'encoder': asdict(self.config.encoder), 'aux_terms': sorted(a.weights),
                 'aux_hidden': a.predictor_hidden, 'policy_actions': a.policy_actions,
                 'policy_hidden': a.policy_hidden, 'target': self.target is not None,
-                'action_dim': ACTION_DIM}
+                'action_dim': self.config.action_dim}
 
     def save(self, directory: str | Path, keep: int = 3) -> Path:
         """Write a checkpoint of weights, optimizer state and counters."""

@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from perception_rl.actor_critic import ActorCritic
-from perception_rl.curiosity import ICM
-from perception_rl.rollout import Rollout, compute_gae
+from perception_rl.rollout import Rollout, compute_gae, discounted_returns
 from perception_rl.running_stats import RunningMeanStd
 
 
@@ -16,7 +15,7 @@ class PPOConfig:
     """PPO hyperparameters (defaults after Schulman et al. 2017 and CleanRL's continuous PPO)."""
 
     learning_rate: float = 3e-4
-    """Adam learning rate of actor, critic, focus head and ICM."""
+    """Adam learning rate of actor, critic, focus head and curiosity module."""
     epochs: int = 4
     """Passes over each rollout."""
     minibatch_size: int = 64
@@ -30,7 +29,7 @@ class PPOConfig:
     gae_lambda: float = 0.95
     """GAE lambda."""
     entropy_coef: float = 0.0
-    """Entropy bonus weight (CleanRL's continuous default is 0)."""
+    """Entropy bonus weight (CleanRL's default: 0 for continuous actions, 0.01 for discrete)."""
     value_coef: float = 0.5
     """Weight of the value losses."""
     max_grad_norm: float = 0.5
@@ -43,34 +42,38 @@ class PPOConfig:
     """Weight of the intrinsic advantage in the combined advantage."""
     focus_coef: float = 1.0
     """Weight of the focus head's REINFORCE loss."""
-    icm_coef: float = 1.0
-    """Weight of the ICM losses."""
+    curiosity_coef: float = 1.0
+    """Weight of the curiosity module's loss."""
 
 
 class PPOLearner:
     """Owns the learning copies of the networks and their optimizer; `update` trains on a rollout."""
 
-    def __init__(self, model: ActorCritic, icm: ICM, config: PPOConfig, seed: int = 0):
-        self.model, self.icm, self.config = model, icm, config
+    def __init__(self, model: ActorCritic, curiosity: nn.Module, config: PPOConfig,
+                 seed: int = 0):
+        self.model, self.curiosity, self.config = model, curiosity, config
         self.optimizer = torch.optim.Adam(
-            list(model.parameters()) + list(icm.parameters()), lr=config.learning_rate, eps=1e-5)
+            list(model.parameters()) + list(curiosity.parameters()), lr=config.learning_rate,
+            eps=1e-5)
         self.intrinsic_stats = RunningMeanStd()
         self._rng = np.random.default_rng(seed)
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """One PPO + ICM + focus update; returns the losses and diagnostics of the update."""
+        """One PPO + curiosity + focus update; returns the losses and diagnostics."""
         c = self.config
         f = torch.as_tensor(rollout.features)
         nf = torch.as_tensor(rollout.next_features)
         actions = torch.as_tensor(rollout.actions)
-        executed = actions.clamp(-1.0, 1.0)  # what the robot actually received, normalised
+        executed = self.model.executed(actions)  # what the robot or environment received
         old_log_probs = torch.as_tensor(rollout.log_probs)
         focus = torch.as_tensor(rollout.focus)
 
-        # Intrinsic rewards from the ICM as it stood when the rollout finished, scaled by
-        # their running standard deviation so their size does not drift with the features.
-        raw_intrinsic = self.icm.intrinsic_reward(f, executed, nf).numpy()
-        self.intrinsic_stats.update(raw_intrinsic[:, None])
+        # Intrinsic rewards from the curiosity module as it stood when the rollout finished,
+        # divided by the running std of their discounted return (Burda et al. 2018, RND), so
+        # that the intrinsic return stays of order one whatever the features' scale.
+        raw_intrinsic = self.curiosity.intrinsic_reward(f, executed, nf).numpy()
+        self.intrinsic_stats.update(
+            discounted_returns(raw_intrinsic, rollout.gaps, c.gamma_int)[:, None])
         intrinsic = raw_intrinsic / float(self.intrinsic_stats.std[0])
 
         # V(s_{t+1}): the stored value of the next row where it follows on, the critic's
@@ -110,8 +113,7 @@ class PPOLearner:
             for idx in np.array_split(self._rng.permutation(steps),
                                       max(1, steps // c.minibatch_size)):
                 idx = torch.as_tensor(idx)
-                policy = self.model.policy(f[idx])
-                log_probs = policy.log_prob(actions[idx]).sum(dim=1)
+                log_probs, entropies = self.model.evaluate(f[idx], actions[idx])
                 log_ratio = log_probs - old_log_probs[idx]
                 ratio = log_ratio.exp()
                 mb_adv = advantages[idx]
@@ -125,12 +127,13 @@ class PPOLearner:
                 value_loss = 0.5 * ((v_ext - ret_ext[idx]).pow(2).mean()
                                     + (v_int - ret_int[idx]).pow(2).mean())
                 # Entropy bonus.
-                entropy = policy.entropy().sum(dim=1).mean()
-                # Curiosity: forward and inverse dynamics.
-                icm_loss, icm_terms = self.icm.loss(f[idx], executed[idx], nf[idx])
+                entropy = entropies.mean()
+                # Curiosity.
+                curiosity_loss, curiosity_terms = self.curiosity.loss(
+                    f[idx], executed[idx], nf[idx])
 
                 loss = (policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
-                        + c.icm_coef * icm_loss)
+                        + c.curiosity_coef * curiosity_loss)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 # Gradient clipping.
@@ -145,5 +148,5 @@ class PPOLearner:
         stats.update(policy_loss=policy_loss.item(), value_loss=value_loss.item(),
                      entropy=entropy.item(), approx_kl=float(np.mean(kls)),
                      epochs=float(epochs_run), intrinsic_reward=float(intrinsic.mean()),
-                     extrinsic_reward=float(rollout.rewards_ext.mean()), **icm_terms)
+                     extrinsic_reward=float(rollout.rewards_ext.mean()), **curiosity_terms)
         return stats

@@ -3,12 +3,14 @@
 Each run streams N frames of a synthetic scene whose state is known through the perception
 core, with actions that pan the camera and saccades that move the fovea, exactly as
 perception_node would. The state (every object's position) is then read from the features by a
-linear probe, fitted on even blocks of frames and scored (R²) on the odd ones. Every block
-starts with a cut (the objects are scattered anew), so that no block's state can be guessed
-from its neighbours' through features that merely drift with time:
+linear probe, fitted on even blocks of frames and scored (R²) on the odd ones:
 
-- stream: the features as they were published while the encoder learned (what the agent saw);
-- frozen: the final encoder applied afterwards to the same frames.
+- stream: the features as they were published while the encoder learned (what the agent saw).
+  Every block starts with a cut (the objects are scattered anew), so that no block's state
+  can be guessed from its neighbours' through features that merely drift with time.
+- frozen: the final encoder, frozen, applied to fresh frames of the same scene, each one a
+  cut of its own. Frames of a stream are alike within a block, so the stream gives the probe
+  only about one independent state per block; fresh frames give it one per frame.
 """
 import itertools
 from dataclasses import dataclass, replace
@@ -34,6 +36,8 @@ RIDGE_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 """Ridge penalties the probe chooses from, on standardised features."""
 CV_FOLDS = 5
 """Folds of training blocks for choosing the penalty."""
+HELDOUT_FRAMES = 3000
+"""Fresh frames, each a cut of its own, the final encoder is probed on."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ ARMS = {
     'contrastive+vicreg': Arm('contrastive+vicreg'),
     'pisco+vicreg': Arm('pisco+vicreg'),
     'reconstruction+memory': Arm('reconstruction', reconstruction_memory=32),
+    'reconstruction/lr1e-4': Arm('reconstruction', learning_rate=1e-4),
+    'tpc/lr1e-4': Arm('tpc', learning_rate=1e-4),
     'tpc+contrastive+vicreg': Arm('tpc+contrastive+vicreg'),
     'tpc+vicreg/target': Arm('tpc+vicreg', target_decay=0.99, publish='target'),
     'tpc+vicreg/slow-target': Arm('tpc+vicreg', target_decay=0.999, publish='target'),
@@ -92,12 +98,17 @@ class ScriptedActions:
         rng = self._rng
         self.pan = float(np.clip(0.95 * self.pan + rng.normal(0, 0.8), -8.0, 8.0))
         if rng.random() < 0.1:
-            objects = scene.state()[2:].reshape(-1, 2)
-            if len(objects) and rng.random() < 0.7:
-                self.centre = 2.0 * objects[rng.integers(len(objects))] - 1.0
-            else:
-                self.centre = rng.uniform(-1, 1, 2)
+            self.saccade(scene)
         return self.pan, np.clip(self.centre + rng.normal(0, 0.02, 2), -1, 1)
+
+    def saccade(self, scene: SyntheticScene) -> None:
+        """Move the fovea to an object 70 % of the time, anywhere otherwise."""
+        rng = self._rng
+        objects = scene.state()[2:].reshape(-1, 2)
+        if len(objects) and rng.random() < 0.7:
+            self.centre = 2.0 * objects[rng.integers(len(objects))] - 1.0
+        else:
+            self.centre = rng.uniform(-1, 1, 2)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -137,16 +148,17 @@ def probe_r2(features: np.ndarray, targets: np.ndarray, block: int = BLOCK) -> f
     return _r2(targets[test], (features[test] - mean) / std @ weights + y_mean)
 
 
-def run_arm(arm_name: str, family: str, seed: int, frames: int) -> dict:
-    """Stream `frames` frames of one scene family through one arm; the probe's figures."""
+def run_arm(arm_name: str, family: str, seed: int, frames: int,
+            heldout: int = HELDOUT_FRAMES) -> dict:
+    """Stream `frames` frames of one scene family through one arm, then probe the final
+    encoder on `heldout` fresh frames; the probe's figures."""
     torch.set_num_threads(1)
     arm = ARMS[arm_name]
     config = arm.config(seed)
     core = OnlinePerception(config)
     scene = SyntheticScene(WIDTH, HEIGHT, SCENE_FAMILIES[family], seed=1000 + seed)
     actions = ScriptedActions(seed)
-    enc = config.encoder
-    stream, states, foveae, peripheries, step_ms = [], [], [], [], []
+    stream, states, step_ms = [], [], []
     for t in range(frames):
         if t % BLOCK == 0:
             scene.scatter()
@@ -157,22 +169,37 @@ def run_arm(arm_name: str, family: str, seed: int, frames: int) -> dict:
         step = core.step(frame, roi, action)
         stream.append(step.features)
         states.append(scene.state())
-        foveae.append(crop_fovea(frame, roi, enc.fovea_size))
-        peripheries.append(downsample_periphery(frame, enc.periphery_width,
-                                                enc.periphery_height))
         step_ms.append(step.forward_ms + step.train_ms)
-    frozen = _encode_all(core, np.stack(foveae), np.stack(peripheries))
-    stream_arr, state_arr = np.stack(stream), np.stack(states)
+    stream_arr = np.stack(stream)
+    frozen, heldout_states = _heldout_features(core, scene, actions, heldout)
     r2 = {}
-    for name, features in (('stream', stream_arr), ('frozen', frozen)):
-        r2[f'{name}_r2'] = probe_r2(features, state_arr)
-        r2[f'{name}_r2_pan'] = probe_r2(features, state_arr[:, :2])
-        r2[f'{name}_r2_objects'] = probe_r2(features, state_arr[:, 2:])
+    for name, features, state in (('stream', stream_arr, np.stack(states)),
+                                  ('frozen', frozen, heldout_states)):
+        r2[f'{name}_r2'] = probe_r2(features, state)
+        r2[f'{name}_r2_pan'] = probe_r2(features, state[:, :2])
+        r2[f'{name}_r2_objects'] = probe_r2(features, state[:, 2:])
     return {'arm': arm_name, 'family': family, 'seed': seed, 'frames': frames,
             'aux_loss': arm.aux, **r2,
             'stream_rank': effective_rank(stream_arr[-1000:]),
             'frozen_rank': effective_rank(frozen), 'ms_per_frame': float(np.median(step_ms)),
             'train_steps': core.train_steps}
+
+
+def _heldout_features(core: OnlinePerception, scene: SyntheticScene, actions: ScriptedActions,
+                      count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The final encoder's features of `count` fresh frames, each a cut, and their states."""
+    enc = core.config.encoder
+    foveae, peripheries, states = [], [], []
+    for _ in range(count):
+        scene.scatter()
+        frame = scene.step(0.0)
+        actions.saccade(scene)
+        roi = Roi.around(*actions.centre, WIDTH, HEIGHT, DEFAULT_ROI_SIZE, DEFAULT_ROI_SIZE)
+        foveae.append(crop_fovea(frame, roi, enc.fovea_size))
+        peripheries.append(downsample_periphery(frame, enc.periphery_width,
+                                                enc.periphery_height))
+        states.append(scene.state())
+    return _encode_all(core, np.stack(foveae), np.stack(peripheries)), np.stack(states)
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """The rollout buffer the agent fills while acting, and generalised advantage estimation."""
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -27,6 +27,19 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return advantages, advantages + values.astype(np.float32)
 
 
+def discounted_returns(rewards: np.ndarray, cuts: np.ndarray, gamma: float) -> np.ndarray:
+    """The discounted sum of rewards so far at each step, restarting after each cut (RND's
+    reward forward filter, whose spread scales the intrinsic reward)."""
+    returns = np.zeros(len(rewards), np.float64)
+    running = 0.0
+    for t, reward in enumerate(rewards):
+        running = gamma * running + reward
+        returns[t] = running
+        if cuts[t]:
+            running = 0.0
+    return returns
+
+
 @dataclass
 class Rollout:
     """A finished rollout of T steps, handed whole to the learner."""
@@ -42,6 +55,13 @@ class Rollout:
     rewards_ext: np.ndarray    # [T]
     dones: np.ndarray          # [T]
     gaps: np.ndarray           # [T] 1.0 where row t+1 does not follow row t in time
+
+
+def concatenate(rollouts: list[Rollout]) -> Rollout:
+    """One rollout of several streams' rollouts, one after the other. Each ends in a gap, so
+    no advantage runs from one stream's last step into the next stream's first."""
+    return Rollout(**{f.name: np.concatenate([getattr(r, f.name) for r in rollouts])
+                      for f in fields(Rollout)})
 
 
 class RolloutBuffer:

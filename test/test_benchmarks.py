@@ -1,10 +1,13 @@
-"""The representation and drift benchmarks: the probe's maths and short real runs."""
+"""The representation, drift and learning benchmarks: the probe's maths and short real runs."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from perception_rl import drift_bench, representation_bench
+from perception_rl import drift_bench, learning_bench, representation_bench
 from perception_rl.representation_bench import probe_r2
 from perception_rl.synthetic_scene import SCENE_FAMILIES, SyntheticScene
+from perception_rl.trainer import read_episodes
 
 
 def test_the_probe_reads_linear_state_and_not_noise():
@@ -35,14 +38,16 @@ def test_every_scene_family_renders_frames(family):
 
 
 def test_a_short_representation_run_reports_every_figure():
-    row = representation_bench.run_arm('tpc+vicreg', 'blobs-bounce', 0, 200)
+    row = representation_bench.run_arm('tpc+vicreg', 'blobs-bounce', 0, 200, heldout=300)
     assert row['train_steps'] == 199
     for key in ('stream_r2', 'frozen_r2', 'stream_r2_pan', 'frozen_r2_objects', 'stream_rank',
                 'ms_per_frame'):
         assert np.isfinite(row[key]), key
-    frozen = representation_bench.run_arm('frozen', 'blobs-bounce', 0, 200)
+    frozen = representation_bench.run_arm('frozen', 'blobs-bounce', 0, 200, heldout=1000)
     assert frozen['train_steps'] == 0
-    assert frozen['stream_r2'] == pytest.approx(frozen['frozen_r2'], abs=1e-6)
+    # Even random features read where the camera looks from fresh frames (0.19 to 0.27 over
+    # seeds 0 to 2), when the held-out frames and their states line up.
+    assert frozen['frozen_r2_pan'] > 0.1
 
 
 def test_a_short_drift_run_learns_and_measures_drift():
@@ -51,3 +56,20 @@ def test_a_short_drift_run_learns_and_measures_drift():
     assert row['drift_per_rollout'] > 0.0
     assert -1.0 <= row['reward_last_25pct'] <= 0.0
     assert drift_bench.run_arm('frozen', 0, 300)['drift_per_rollout'] == 0.0
+
+
+def test_a_short_learning_run_of_each_kind_of_arm_and_its_table_and_plot(tmp_path):
+    rows = [learning_bench.run_arm(arm, 'MiniGrid-Empty-5x5-v0', 0, 1024, str(tmp_path))
+            for arm in ('frozen', 'sb3-ppo')]
+    for row in rows:
+        episodes = read_episodes(Path(row['run_dir']) / 'episodes.csv')
+        assert len(episodes) == row['episodes'] >= 5  # Empty-5x5 ends within 100 steps
+        assert np.all((episodes[:, 1] >= 0) & (episodes[:, 1] <= 1))
+        assert row['steps_per_s'] > 0
+        final = episodes[episodes[:, 0] > 0.9 * 1024, 1]  # the last tenth of the steps
+        assert (row['final_return'] == pytest.approx(final.mean()) if len(final)
+                else np.isnan(row['final_return']))
+    table = learning_bench.summarise(rows)
+    assert '| MiniGrid-Empty-5x5-v0 | frozen |' in table and '| sb3-ppo |' in table
+    (plot,) = learning_bench.plot_curves(rows, tmp_path)
+    assert plot.read_bytes()[:4] == b'\x89PNG'

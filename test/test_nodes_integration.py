@@ -84,7 +84,8 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
     for name, keys in (('perception_node', ('forward_ms_p50', 'train_ms_p50', 'train_ms_p99',
                                             'tick_ms_p50', 'tick_ms_p99', 'lateness_ms_p99',
                                             'train_skipped_budget', 'frames')),
-                       ('agent_node', ('tick_ms_p50', 'tick_ms_p99', 'updates')),
+                       ('agent_node', ('tick_ms_p50', 'tick_ms_p99', 'tick_ms_p99_during_update',
+                                       'updates')),
                        ('camera_node', ('tick_ms_p50', 'tick_ms_p99'))):
         print(name, {key: recorder.latest(name, key) for key in keys})
     for topic, rate in rates.items():
@@ -129,6 +130,8 @@ def test_camera_perception_agent_loop(ros_context, start_node, spin):
     ('perception_node', {'aux_loss': 'telepathy'}, 'aux_loss'),  # not a loss
     ('perception_node', {'publish': 'target'}, 'target_decay'),  # no target encoder
     ('agent_node', {'axis_limits': '[0.2]'}, 'axis_limits'),     # one limit for two axes
+    ('sim_env_node', {'env_id': 'NoSuchEnv-v0'}, 'env_id'),      # not a Gymnasium id
+    ('sim_env_node', {'env_id': 'perception_rl/Pan-v0'}, 'controlled_axes'),  # 2 axes, 1 action
 ])
 def test_invalid_parameter_exits_non_zero_naming_it(start_node, executable, params, name):
     node = start_node(executable, params)

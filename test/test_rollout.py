@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from perception_rl.rollout import RolloutBuffer, compute_gae
+from perception_rl.rollout import RolloutBuffer, compute_gae, discounted_returns
 
 
 def test_gae_matches_hand_computation():
@@ -55,3 +55,8 @@ def test_buffer_fills_takes_and_refuses_early_take():
     np.testing.assert_array_equal(rollout.rewards_ext, [0, 1, 2])
     np.testing.assert_array_equal(rollout.gaps, [0, 0, 1])  # the end of a rollout is a gap
     np.testing.assert_array_equal(rollout.next_features[0], rollout.features[1])
+
+
+def test_discounted_returns_restart_after_a_cut():
+    returns = discounted_returns(np.array([1.0, 1.0, 1.0, 1.0]), np.array([0, 1, 0, 0]), 0.5)
+    assert returns.tolist() == [1.0, 1.5, 1.0, 1.5]

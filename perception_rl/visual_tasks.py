@@ -1,0 +1,122 @@
+"""The project's own Gymnasium tasks, registered as perception_rl/<name>.
+
+perception_rl/Pan-v0: a continuous task. The camera looks at a looping textured scene with a
+few moving discs; the action (one component in [-1, 1]) pans it by up to 12 pixels a frame.
+The reward is 1 minus the target disc's horizontal distance from the frame's centre (as a
+fraction of half the frame): keep the red disc in the middle. Episodes last 200 steps.
+
+perception_rl/Foveation-v0: where to look matters. A small patch of fine stripes sits in one
+of the four quadrants, inside a red frame; the agent answers whether the stripes run
+vertically (action 1) or horizontally (action 2), or waits (action 0) to look again. The
+peripheral view (the frame downsampled 4x) shows the red frame but averages the stripes to
+plain grey; only a fovea on the patch resolves them. A correct answer earns +1, a wrong one
+-1; either ends the episode, and after 10 steps it ends with 0. Looking at the frame's centre,
+no policy can do better than guess (expected return 0); one that moves the fovea to the red
+frame can reach +1.
+"""
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from perception_rl.synthetic_scene import SceneSpec, SyntheticScene
+
+WIDTH, HEIGHT = 256, 192
+PATCH = 16
+"""Side of the striped patch; its stripes are 2 pixels wide."""
+BORDER = 4
+"""Width of the red frame around the patch."""
+QUADRANTS = ((0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75))
+"""Patch centres as fractions of the frame; each is jittered by up to JITTER pixels."""
+JITTER = 8
+DISTRACTORS = 6
+"""Green and blue squares scattered over the frame, the size of the red frame."""
+
+
+class FoveationTask(gym.Env):
+    """Read a detail only the fovea can resolve: vertical or horizontal stripes?"""
+
+    metadata = {'render_modes': []}
+
+    def __init__(self):
+        self.observation_space = spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8)
+        self.action_space = spaces.Discrete(3)
+        self._frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        self.vertical = True
+        """This episode's answer: whether the stripes run vertically."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        frame = rng.integers(80, 176, (HEIGHT // 8, WIDTH // 8, 1), dtype=np.uint8)
+        frame = np.repeat(np.repeat(np.repeat(frame, 8, 0), 8, 1), 3, 2)  # coarse grey clutter
+        outer = PATCH + 2 * BORDER
+        for colour in rng.permutation([(0, 160, 0), (0, 0, 200)] * (DISTRACTORS // 2)):
+            x, y = rng.integers(0, WIDTH - outer), rng.integers(0, HEIGHT - outer)
+            frame[y:y + outer, x:x + outer] = colour
+        fx, fy = QUADRANTS[rng.integers(len(QUADRANTS))]
+        # Corners on multiples of 4, so the 4x downsampled periphery averages the 2-pixel
+        # stripes to exactly the same grey whichever way they run.
+        x = int(fx * WIDTH + rng.integers(-JITTER, JITTER + 1) - outer // 2) // 4 * 4
+        y = int(fy * HEIGHT + rng.integers(-JITTER, JITTER + 1) - outer // 2) // 4 * 4
+        frame[y:y + outer, x:x + outer] = (220, 30, 30)
+        self.vertical = bool(rng.integers(2))
+        stripes = (np.arange(PATCH) // 2 % 2 * 255).astype(np.uint8)
+        patch = np.tile(stripes, (PATCH, 1)) if self.vertical else \
+            np.tile(stripes[:, None], (1, PATCH))
+        frame[y + BORDER:y + BORDER + PATCH, x + BORDER:x + BORDER + PATCH] = patch[..., None]
+        self._frame = frame
+        return frame.copy(), {}
+
+    def step(self, action):
+        action = int(action)
+        if action == 0:
+            return self._frame.copy(), 0.0, False, False, {}
+        correct = (action == 1) == self.vertical
+        return self._frame.copy(), 1.0 if correct else -1.0, True, False, {}
+
+
+PAN_SIZE = (160, 120)
+PAN_SPEED = 12.0
+"""Pixels per frame the scene pans for the action 1.0."""
+
+
+class PanTask(gym.Env):
+    """Keep the red disc in the middle of the frame by panning the camera."""
+
+    metadata = {'render_modes': []}
+
+    def __init__(self):
+        width, height = PAN_SIZE
+        self.observation_space = spaces.Box(0, 255, (height, width, 3), np.uint8)
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self._scene: SyntheticScene | None = None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        width, height = PAN_SIZE
+        self._scene = SyntheticScene(width, height, SceneSpec('blobs', 3, 'disc', 'wander', 2.0),
+                                     pan_speed=0.0, seed=int(self.np_random.integers(2**31)))
+        return self._render(self._scene.step(0.0)), {}
+
+    def step(self, action):
+        pan = float(np.clip(np.nan_to_num(np.asarray(action, np.float64)).ravel()[0], -1, 1))
+        frame = self._render(self._scene.step(PAN_SPEED * pan))
+        return frame, self._reward(), False, False, {}
+
+    def _target_x(self) -> float:
+        return float(self._scene.state()[2])  # the first object's x, a fraction of the width
+
+    def _reward(self) -> float:
+        return 1.0 - abs(2.0 * self._target_x() - 1.0)
+
+    def _render(self, frame: np.ndarray) -> np.ndarray:
+        """The scene's BGR frame as RGB, with the target disc marked red."""
+        x, y = self._scene.state()[2:4] * PAN_SIZE
+        frame = frame.copy()
+        cv2.circle(frame, (int(x), int(y)), 6, (30, 30, 220), -1)  # BGR red
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+gym.register(id='perception_rl/Foveation-v0', entry_point=FoveationTask, max_episode_steps=10)
+gym.register(id='perception_rl/Pan-v0', entry_point=PanTask, max_episode_steps=200)

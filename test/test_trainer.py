@@ -1,0 +1,98 @@
+"""Lock-step training on Gymnasium tasks: the command, its files, the tasks themselves."""
+import csv
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import BIN
+from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
+from perception_rl.gym_tasks import ImageTask
+from perception_rl.trainer import TrainConfig, read_episodes, train
+
+
+def test_the_train_command_writes_episodes_curve_checkpoints_and_scalars(tmp_path):
+    out = tmp_path / 'run'
+    result = subprocess.run(
+        [str(BIN / 'perception-rl'), 'train', '--env', 'MiniGrid-Empty-5x5-v0', '--steps', '400',
+         '--seed', '1', '--out', str(out), '--rollout-length', '128'],
+        capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert 'steps/s' in result.stdout and '400/400 steps' in result.stderr
+    with open(out / 'episodes.csv') as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ['step', 'return', 'length']
+    episodes = read_episodes(out / 'episodes.csv')
+    assert len(episodes) >= 2  # Empty-5x5 times out after 100 steps at the latest
+    assert np.all(np.diff(episodes[:, 0]) > 0) and np.all(episodes[:, 2] >= 1)
+    assert np.all((episodes[:, 1] >= 0) & (episodes[:, 1] <= 1))
+    assert (out / 'learning_curve.png').read_bytes()[:4] == b'\x89PNG'
+    checkpoints = sorted(p.name for p in (out / 'checkpoints').iterdir())
+    assert any(n.startswith('agent-') for n in checkpoints)
+    assert any(n.startswith('perception-') for n in checkpoints)
+    assert list((out / 'tensorboard').glob('events.out.tfevents.*'))
+
+
+def test_an_unknown_environment_is_one_clear_error(tmp_path):
+    result = subprocess.run(
+        [str(BIN / 'perception-rl'), 'train', '--env', 'NoSuchEnv-v9', '--steps', '10',
+         '--out', str(tmp_path / 'run')], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "unknown environment 'NoSuchEnv-v9'" in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('envs', [1, 4])
+def test_training_updates_both_learners_and_every_step_is_counted(tmp_path, envs):
+    summary = train(TrainConfig('perception_rl/Foveation-v0', steps=300, seed=2, envs=envs,
+                                rollout_length=64), tmp_path, progress=False)
+    ticks = 300 // envs
+    assert summary['steps'] == 300
+    # Every tick after the first completes one transition per environment; in lock-step
+    # training no rollout is dropped while an update runs.
+    assert summary['agent_updates'] == (ticks - 1) * envs // 64
+    # Perception trains on every tick but the first, and with one environment on none that
+    # begins an episode (nothing to link it to; the last episode's successor may not come).
+    lowest = ticks - 1 - summary['episodes']
+    highest = lowest + 1 if envs == 1 else ticks - 1
+    assert lowest <= summary['perception_train_steps'] <= highest
+    episodes = read_episodes(tmp_path / 'episodes.csv')
+    assert len(episodes) == summary['episodes'] >= 1
+    assert set(np.unique(episodes[:, 1])) <= {-1.0, 0.0, 1.0}
+
+
+@pytest.mark.parametrize('env_id, discrete, dims', [
+    ('MiniGrid-Empty-5x5-v0', True, 7), ('perception_rl/Foveation-v0', True, 3),
+    ('ALE/Pong-v5', True, 6)])
+def test_tasks_give_bgr_frames_and_take_agent_actions(env_id, discrete, dims):
+    task = ImageTask(env_id, seed=0)
+    try:
+        frame = task.reset()
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+        assert (task.discrete, task.action_dim) == (discrete, dims)
+        frame, reward, terminated, truncated = task.step(np.array([dims - 1.0]))
+        assert np.isfinite(reward) and frame.shape[2] == 3
+        assert task.action_vector(np.array([1.0])).tolist() == [0.0, 1.0] + [0.0] * (dims - 2)
+    finally:
+        task.close()
+
+
+def test_in_the_foveation_task_only_the_fovea_tells_the_stripes_apart():
+    task = ImageTask('perception_rl/Foveation-v0', seed=0)
+    peripheries, foveae = {True: set(), False: set()}, {True: set(), False: set()}
+    for _ in range(20):
+        frame = task.reset()
+        vertical = task.env.unwrapped.vertical
+        red = (frame[..., 2] > 200) & (frame[..., 0] < 50)  # BGR
+        ys, xs = np.nonzero(red)
+        cx, cy = int(xs.mean()), int(ys.mean())
+        patch = downsample_periphery(frame, 64, 48)[cy // 4 - 1:cy // 4 + 2,
+                                                    cx // 4 - 1:cx // 4 + 2]
+        peripheries[vertical].add(patch.tobytes())
+        fovea = crop_fovea(frame, Roi(cx - 24, cy - 24, 48, 48), 48)
+        centre = fovea[16:32, 16:32, 0]
+        foveae[vertical].add(bool(np.abs(np.diff(centre, axis=1)).sum()
+                                  > np.abs(np.diff(centre, axis=0)).sum()))
+    task.close()
+    assert peripheries[True] == peripheries[False]  # the same grey either way
+    assert foveae == {True: {True}, False: {False}}  # vertical stripes vary along x
