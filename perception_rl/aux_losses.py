@@ -57,7 +57,7 @@ def parse_aux_loss(spec: str) -> dict[str, float]:
 class AuxLossConfig:
     """Which auxiliary losses train perception, and their sizes."""
 
-    spec: str = 'tpc+vicreg'
+    spec: str = 'reconstruction'
     """The `aux_loss` parameter: terms joined by '+', each optionally ':weight'; or 'none'."""
     predictor_hidden: int = 128
     """Hidden width of the temporal predictor MLP (tpc)."""

@@ -43,7 +43,7 @@ def main(argv=None) -> None:
         description='Stream synthetic scenes whose state is known through the perception '
                     'core, once per arm, scene family and seed, and report how well a linear '
                     'probe reads the state from the features (docs/representation_benchmark.md).')
-    _add_bench_arguments(bench, 'frozen,tpc+vicreg,contrastive+vicreg',
+    _add_bench_arguments(bench, 'frozen,tpc,tpc/lr1e-4,reconstruction+memory',
                          'runs/representation_bench')
     bench.add_argument('--families', default='all',
                        help='comma-separated scene families, or "all"')

@@ -45,7 +45,8 @@ PARAMETERS = [
     ParamSpec('train_budget_ms', 15.0, 'Skip training on a frame whose lateness plus the '
               'expected trained tick would pass this many ms (0: never skip)', low=0.0,
               high=1000.0, dynamic=True),
-    ParamSpec('learning_rate', 3e-4, 'Adam learning rate of the encoder', low=0.0, high=1.0),
+    ParamSpec('learning_rate', PerceptionConfig.learning_rate, 'Adam learning rate of the '
+              'encoder', low=0.0, high=1.0),
     ParamSpec('target_decay', 0.0, 'Per-step decay of the EMA target encoder (0: none)',
               low=0.0, high=0.9999),
     ParamSpec('publish', 'online', "Publish the learning encoder's features or the slow EMA "

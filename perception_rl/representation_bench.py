@@ -76,6 +76,7 @@ ARMS = {
     'reconstruction+memory': Arm('reconstruction', reconstruction_memory=32),
     'reconstruction/lr1e-4': Arm('reconstruction', learning_rate=1e-4),
     'tpc/lr1e-4': Arm('tpc', learning_rate=1e-4),
+    'tpc+reconstruction/lr1e-4': Arm('tpc+reconstruction', learning_rate=1e-4),
     'tpc+contrastive+vicreg': Arm('tpc+contrastive+vicreg'),
     'tpc+vicreg/target': Arm('tpc+vicreg', target_decay=0.99, publish='target'),
     'tpc+vicreg/slow-target': Arm('tpc+vicreg', target_decay=0.999, publish='target'),

