@@ -10,7 +10,8 @@ episodes.csv:
   the same environments, steps, environments in parallel and rollout size.
 
 The table gives, per task and arm over seeds, the mean return of the episodes in the last
-tenth of the steps and the steps per second; a plot per task shows the mean curve of each arm.
+tenth of the steps, the steps until the mean return over a fortieth of the steps first
+reaches 0.8, and the steps per second; a plot per task shows the mean curve of each arm.
 """
 import csv
 import itertools
@@ -25,6 +26,8 @@ ARMS = ('frozen', 'online', 'fixed-fovea', 'sb3-ppo')
 TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v0')
 FINAL_SHARE = 0.1
 """The last tenth of the steps: where the final return is averaged."""
+LEVEL = 0.8
+"""The mean return whose first reach tells how fast an arm learns."""
 
 
 def run_arm(arm: str, env_id: str, seed: int, steps: int, out: str) -> dict:
@@ -40,7 +43,21 @@ def run_arm(arm: str, env_id: str, seed: int, steps: int, out: str) -> dict:
     final = episodes[episodes[:, 0] > (1.0 - FINAL_SHARE) * steps]
     return {'task': env_id, 'arm': arm, 'seed': seed, 'steps': steps,
             'final_return': float(final[:, 1].mean()) if len(final) else float('nan'),
+            'steps_to_level': steps_to_reach(episodes, LEVEL, steps),
             'episodes': len(episodes), 'steps_per_s': steps_per_s, 'run_dir': str(run_dir)}
+
+
+def steps_to_reach(episodes: np.ndarray, level: float, steps: int, bins: int = 40) -> float:
+    """The end of the first of `bins` equal stretches of steps whose episodes' mean return
+    reaches `level` (NaN if none does). A stretch holds many episodes, so a lucky run of a few
+    does not count."""
+    edges = np.linspace(0, steps, bins + 1)
+    index = np.digitize(episodes[:, 0], edges[1:-1])
+    for b in range(bins):
+        returns = episodes[index == b, 1]
+        if len(returns) and returns.mean() >= level:
+            return float(edges[b + 1])
+    return float('nan')
 
 
 def _run_sb3(env_id: str, seed: int, steps: int, run_dir: Path) -> float:
@@ -88,14 +105,17 @@ def _run_sb3(env_id: str, seed: int, steps: int, run_dir: Path) -> float:
 
 def summarise(rows: list[dict]) -> str:
     """A markdown table: per task and arm, mean ± std over seeds."""
-    lines = ['| task | arm | final return | steps/s | episodes | seeds |',
-             '| --- | --- | --- | --- | --- | --- |']
+    lines = [f'| task | arm | final return | steps to {LEVEL} | steps/s | episodes | seeds |',
+             '| --- | --- | --- | --- | --- | --- | --- |']
     key = lambda r: (r['task'], ARMS.index(r['arm']))  # noqa: E731
     for (task, _), group in itertools.groupby(sorted(rows, key=key), key=key):
         g = list(group)
+        reached = [r for r in g if np.isfinite(r['steps_to_level'])]
+        to_level = (f"{mean_std(reached, 'steps_to_level', 0)} ({len(reached)} of {len(g)})"
+                    if reached else f'not reached (0 of {len(g)})')
         lines.append(f"| {task} | {g[0]['arm']} | {mean_std(g, 'final_return')} | "
-                     f"{mean_std(g, 'steps_per_s', 0)} | {mean_std(g, 'episodes', 0)} | "
-                     f'{len(g)} |')
+                     f"{to_level} | {mean_std(g, 'steps_per_s', 0)} | "
+                     f"{mean_std(g, 'episodes', 0)} | {len(g)} |")
     return '\n'.join(lines)
 
 

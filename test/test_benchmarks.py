@@ -73,3 +73,12 @@ def test_a_short_learning_run_of_each_kind_of_arm_and_its_table_and_plot(tmp_pat
     assert '| MiniGrid-Empty-5x5-v0 | frozen |' in table and '| sb3-ppo |' in table
     (plot,) = learning_bench.plot_curves(rows, tmp_path)
     assert plot.read_bytes()[:4] == b'\x89PNG'
+
+
+def test_steps_to_reach_a_return_is_the_first_stretch_whose_mean_gets_there():
+    steps = np.arange(1, 401) * 10.0  # 400 episodes over 4000 steps: 10 per stretch of 100
+    returns = np.where(steps > 2500, 1.0, 0.0)
+    returns[50:52] = 1.0  # a lucky pair early on is not enough
+    episodes = np.stack([steps, returns, np.ones(400)], axis=1)
+    assert learning_bench.steps_to_reach(episodes, 0.8, 4000) == 2600.0
+    assert np.isnan(learning_bench.steps_to_reach(episodes[:250], 0.8, 4000))
