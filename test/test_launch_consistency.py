@@ -5,17 +5,20 @@ from pathlib import Path
 
 import yaml
 
-from perception_rl import agent_node, camera_node, perception_node
+from perception_rl import agent_node, camera_node, perception_node, sim_env_node
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_PARAMETERS = {'camera_node': camera_node.PARAMETERS,
                    'perception_node': perception_node.PARAMETERS,
-                   'agent_node': agent_node.PARAMETERS}
+                   'agent_node': agent_node.PARAMETERS,
+                   'sim_env_node': sim_env_node.PARAMETERS}
+LAUNCH_FILES = {'perception_rl.launch.py': {'camera_node', 'perception_node', 'agent_node'},
+                'sim.launch.py': {'sim_env_node', 'perception_node', 'agent_node'}}
 
 
-def _launch_nodes() -> list[dict]:
-    """package/executable/name keyword arguments of every Node(...) in the launch file."""
-    tree = ast.parse((ROOT / 'launch' / 'perception_rl.launch.py').read_text())
+def _launch_nodes(launch_file: str) -> list[dict]:
+    """package/executable/name keyword arguments of every Node(...) in a launch file."""
+    tree = ast.parse((ROOT / 'launch' / launch_file).read_text())
     nodes = []
     for call in ast.walk(tree):
         if isinstance(call, ast.Call) and getattr(call.func, 'id', None) == 'Node':
@@ -30,10 +33,13 @@ def _console_scripts() -> set[str]:
 
 
 def test_launch_executables_are_console_scripts():
-    nodes = _launch_nodes()
-    assert {n['executable'] for n in nodes} == set(NODE_PARAMETERS)
-    assert {n['executable'] for n in nodes} <= _console_scripts()
-    assert all(n['package'] == 'perception_rl' and n['name'] == n['executable'] for n in nodes)
+    assert set(LAUNCH_FILES) == {p.name for p in (ROOT / 'launch').glob('*.launch.py')}
+    for launch_file, executables in LAUNCH_FILES.items():
+        nodes = _launch_nodes(launch_file)
+        assert {n['executable'] for n in nodes} == executables
+        assert executables <= _console_scripts()
+        assert all(n['package'] == 'perception_rl' and n['name'] == n['executable']
+                   for n in nodes)
 
 
 def test_config_blocks_are_the_nodes_and_every_value_is_valid():
@@ -50,6 +56,9 @@ def test_config_blocks_are_the_nodes_and_every_value_is_valid():
 def test_launch_arguments_match_the_issue_contract():
     text = (ROOT / 'launch' / 'perception_rl.launch.py').read_text()
     for argument in ('source', 'params_file', 'use_sim_time'):
+        assert f"DeclareLaunchArgument('{argument}'" in text
+    text = (ROOT / 'launch' / 'sim.launch.py').read_text()
+    for argument in ('env_id', 'mode', 'discrete_actions', 'params_file', 'use_sim_time'):
         assert f"DeclareLaunchArgument('{argument}'" in text
 
 

@@ -48,7 +48,7 @@ class EnvRecorder:
 def test_lockstep_loop_with_a_discrete_agent(ros_context, start_node, spin):
     nodes = [start_node('sim_env_node', {'env_id': 'perception_rl/Foveation-v0',
                                          'mode': 'lockstep'}),
-             start_node('perception_node', {'image_width': 256, 'image_height': 192}),
+             start_node('perception_node'),
              start_node('agent_node', {'discrete_actions': 3, 'rollout_length': 64,
                                        'image_width': 256, 'image_height': 192,
                                        'roi_width': 48, 'roi_height': 48})]
