@@ -8,6 +8,7 @@ from sensor_msgs.msg import Image
 from perception_rl import qos
 from perception_rl.frame_sources import FrameSource, SourceError, SourceSpec
 from perception_rl.health import ERROR, OK, WARN, HealthPublisher
+from perception_rl.image_conversion import fill_bgr8
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
 from perception_rl.timing import LatencyWindow
@@ -82,10 +83,7 @@ class CameraNode(Node):
         msg = Image()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self._p['frame_id']
-        msg.height, msg.width = frame.shape[:2]
-        msg.encoding = 'bgr8'
-        msg.step = msg.width * 3
-        msg.data = frame.tobytes()
+        fill_bgr8(msg, frame)
         self._publisher.publish(msg)
         self.published += 1
         self._tick.add(1e3 * (time.perf_counter() - start))

@@ -17,6 +17,14 @@ class ImageError(ValueError):
     """An image message that cannot be turned into a frame; the message says why."""
 
 
+def fill_bgr8(msg, frame: np.ndarray) -> None:
+    """Set an Image message's size, encoding, step and data from a HxWx3 uint8 BGR frame."""
+    msg.height, msg.width = frame.shape[:2]
+    msg.encoding = 'bgr8'
+    msg.step = msg.width * 3
+    msg.data = frame.tobytes()
+
+
 def image_to_bgr(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
     """A HxWx3 uint8 BGR frame from an Image message's fields (data: bytes-like)."""
     channels = CHANNELS.get(encoding)

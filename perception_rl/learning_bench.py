@@ -15,6 +15,7 @@ reaches 0.8, and the steps per second; a plot per task shows the mean curve of e
 """
 import csv
 import itertools
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,6 @@ def steps_to_reach(episodes: np.ndarray, level: float, steps: int, bins: int = 4
 
 def _run_sb3(env_id: str, seed: int, steps: int, run_dir: Path) -> float:
     """Stable-Baselines3 PPO, CnnPolicy, on the same image observations; steps per second."""
-    import time
-
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback

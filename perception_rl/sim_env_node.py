@@ -29,6 +29,7 @@ from perception_rl import qos
 from perception_rl.commands import TWIST_AXES, CommandSpec
 from perception_rl.gym_tasks import ImageTask
 from perception_rl.health import OK, WARN, HealthPublisher
+from perception_rl.image_conversion import fill_bgr8
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
 from perception_rl.timing import LatencyWindow
@@ -154,14 +155,10 @@ class SimEnvNode(Node):
         self._publish_frame()
 
     def _publish_frame(self) -> None:
-        frame = self._frame
         msg = Image()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self._p['frame_id']
-        msg.height, msg.width = frame.shape[:2]
-        msg.encoding = 'bgr8'
-        msg.step = msg.width * 3
-        msg.data = frame.tobytes()
+        fill_bgr8(msg, self._frame)
         self._image_pub.publish(msg)
         self.frames += 1
         self._published_time = time.monotonic()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from perception_rl.image_conversion import CHANNELS, ImageError, image_to_bgr
+from perception_rl.image_conversion import CHANNELS, ImageError, fill_bgr8, image_to_bgr
 
 
 @pytest.mark.parametrize('encoding', sorted(CHANNELS))
@@ -41,3 +41,13 @@ def test_garbage_never_escapes_as_anything_but_image_error(encoding, height, wid
     except ImageError:
         return
     assert frame.shape == (height, width, 3) and frame.dtype == np.uint8
+
+
+def test_a_filled_bgr8_message_reads_back_as_the_same_frame():
+    from types import SimpleNamespace
+    frame = np.random.default_rng(0).integers(0, 256, (5, 7, 3), np.uint8)
+    msg = SimpleNamespace()
+    fill_bgr8(msg, frame)
+    assert (msg.height, msg.width, msg.encoding, msg.step) == (5, 7, 'bgr8', 21)
+    assert np.array_equal(image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data),
+                          frame)
