@@ -1,9 +1,9 @@
 """A simulated robot: sim_env_node, perception and agent.
 
-    ros2 launch perception_rl sim.launch.py env_id:=perception_rl/Foveation-v0 mode:=lockstep
+    ros2 launch perception_rl sim.launch.py env_id:=perception_rl/Foveation-v1 mode:=lockstep
 
 The frame size, fovea size and discrete action count must match the environment: the
-defaults fit perception_rl/Foveation-v0 (256x192 frames, 3 actions); MiniGrid's view is
+defaults fit perception_rl/Foveation-v1 (256x192 frames, 2 actions); MiniGrid's view is
 56x56 with 7 actions; discrete_actions:=0 for an environment with continuous actions.
 """
 import os
@@ -26,11 +26,11 @@ def generate_launch_description():
     height = ParameterValue(LaunchConfiguration('image_height'), value_type=int)
     roi = ParameterValue(LaunchConfiguration('roi_size'), value_type=int)
     return LaunchDescription([
-        DeclareLaunchArgument('env_id', default_value='perception_rl/Foveation-v0',
+        DeclareLaunchArgument('env_id', default_value='perception_rl/Foveation-v1',
                               description='Gymnasium id of the simulated robot'),
         DeclareLaunchArgument('mode', default_value='lockstep',
                               description='realtime (rate Hz) or lockstep (a step per command)'),
-        DeclareLaunchArgument('discrete_actions', default_value='3',
+        DeclareLaunchArgument('discrete_actions', default_value='2',
                               description="The environment's discrete actions (0: continuous)"),
         DeclareLaunchArgument('image_width', default_value='256',
                               description="Width of the environment's frames"),

@@ -218,33 +218,55 @@ def variance_covariance(batch: torch.Tensor, std_target: float
     return variance, off_diagonal.pow(2).sum() / dim
 
 
-class Reconstruction(nn.Module):
-    """reconstruction: a decoder redraws the periphery view from the features (the live-video
-    seed), optionally replaying one frame a tick from a small loss-prioritised memory."""
+class Decoder(nn.Module):
+    """Features -> an image of a given size: a linear map to an eighth of the size, then three
+    stride-2 transposed convolutions."""
 
-    def __init__(self, feature_dim: int, periphery_hw: tuple[int, int], config: AuxLossConfig):
+    def __init__(self, feature_dim: int, hw: tuple[int, int]):
         super().__init__()
-        self.size = periphery_hw
-        self.base = ((periphery_hw[0] + 7) // 8, (periphery_hw[1] + 7) // 8)
+        self.size = hw
+        self.base = ((hw[0] + 7) // 8, (hw[1] + 7) // 8)
         self.expand = nn.Linear(feature_dim, 32 * self.base[0] * self.base[1])
         self.decode = nn.Sequential(
             nn.ReLU(), nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),
             nn.ReLU(), nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
             nn.ReLU(), nn.ConvTranspose2d(16, 3, 4, stride=2, padding=1), nn.Sigmoid())
-        self.capacity = config.reconstruction_memory
-        self.memory: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.memory_loss: list[float] = []
-        self._generator = torch.Generator().manual_seed(0)
 
-    def _redraw(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
         image = self.decode(self.expand(features).reshape(-1, 32, *self.base))
         if image.shape[-2:] != self.size:
             image = F.interpolate(image, size=self.size, mode='bilinear', align_corners=False)
         return image
 
+
+class Reconstruction(nn.Module):
+    """reconstruction: decoders redraw both views from the features (the live-video seed
+    redraws its frame), optionally replaying one frame a tick from a small loss-prioritised
+    memory.
+
+    Both views, not only the periphery: a loss that asks only for the periphery teaches the
+    fovea stream to serve it, and the fovea's fine detail, the reason to have a fovea, fades
+    from the features (perception_rl/Foveation-v1, docs/learning_benchmark.md).
+    """
+
+    def __init__(self, feature_dim: int, fovea_hw: tuple[int, int],
+                 periphery_hw: tuple[int, int], config: AuxLossConfig):
+        super().__init__()
+        self.fovea_decoder = Decoder(feature_dim, fovea_hw)
+        self.periphery_decoder = Decoder(feature_dim, periphery_hw)
+        self.capacity = config.reconstruction_memory
+        self.memory: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.memory_loss: list[float] = []
+        self._generator = torch.Generator().manual_seed(0)
+
+    def _errors(self, features: torch.Tensor, fovea: torch.Tensor,
+                periphery: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of each redrawn frame [B], the two views weighted alike."""
+        return ((self.fovea_decoder(features) - fovea).pow(2).mean(dim=(1, 2, 3))
+                + (self.periphery_decoder(features) - periphery).pow(2).mean(dim=(1, 2, 3))) / 2
+
     def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
-        errors = (self._redraw(ctx.features) - ctx.periphery).pow(2).mean(dim=(1, 2, 3))
-        loss = errors.mean()
+        loss = self._errors(ctx.features, ctx.fovea, ctx.periphery).mean()
         if self.capacity > 0:
             loss = self._with_memory(ctx, loss)
         return loss
@@ -254,7 +276,7 @@ class Reconstruction(nn.Module):
         if self.memory:
             index = int(torch.randint(len(self.memory), (1,), generator=self._generator))
             fovea, periphery = self.memory[index]
-            replay = (self._redraw(ctx.encode(fovea, periphery)) - periphery).pow(2).mean()
+            replay = self._errors(ctx.encode(fovea, periphery), fovea, periphery).mean()
             self.memory_loss[index] = float(replay.detach())
             loss = (loss + replay) / 2.0
         entry = (ctx.fovea.detach(), ctx.periphery.detach())
@@ -335,7 +357,7 @@ class AuxiliaryObjective(nn.Module):
     """The weighted sum of the configured terms, and the history they share."""
 
     def __init__(self, config: AuxLossConfig, feature_dim: int, action_dim: int,
-                 periphery_hw: tuple[int, int], seed: int = 0):
+                 fovea_hw: tuple[int, int], periphery_hw: tuple[int, int], seed: int = 0):
         super().__init__()
         self.config = config
         self.weights = config.weights
@@ -344,7 +366,7 @@ class AuxiliaryObjective(nn.Module):
             'coherence': TemporalCoherence,
             'contrastive': lambda: TemporalContrast(config),
             'vicreg': lambda: VarianceCovariance(config),
-            'reconstruction': lambda: Reconstruction(feature_dim, periphery_hw, config),
+            'reconstruction': lambda: Reconstruction(feature_dim, fovea_hw, periphery_hw, config),
             'pisco': lambda: PolicyConsistency(feature_dim, config, seed),
         }
         self.terms = nn.ModuleDict({name: builders[name]() for name in self.weights})

@@ -62,7 +62,7 @@ def main(argv=None) -> None:
                     'as fast as the machine allows. Writes episodes.csv, TensorBoard scalars, '
                     'checkpoints and learning_curve.png to --out.')
     trainer.add_argument('--env', required=True,
-                         help='Gymnasium id: MiniGrid-*, ALE/*, perception_rl/Foveation-v0 or '
+                         help='Gymnasium id: MiniGrid-*, ALE/*, perception_rl/Foveation-v1 or '
                               'any environment with image observations or rgb_array rendering')
     trainer.add_argument('--steps', type=int, required=True)
     trainer.add_argument('--seed', type=int, default=0)

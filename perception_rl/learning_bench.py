@@ -24,7 +24,7 @@ from perception_rl.bench_runs import mean_std, run_jobs
 from perception_rl.trainer import TrainConfig, read_episodes, train
 
 ARMS = ('frozen', 'online', 'fixed-fovea', 'sb3-ppo')
-TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v0')
+TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1')
 FINAL_SHARE = 0.1
 """The last tenth of the steps: where the final return is averaged."""
 LEVEL = 0.8

@@ -112,6 +112,7 @@ class OnlinePerception:
         c = config.encoder
         self.encoder = VisualPerception(c).to(self.device)
         self.aux = AuxiliaryObjective(config.aux, c.feature_dim, config.action_dim,
+                                      (c.fovea_size, c.fovea_size),
                                       (c.periphery_height, c.periphery_width),
                                       config.seed).to(self.device)
         self.target = None

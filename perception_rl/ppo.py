@@ -93,19 +93,25 @@ class PPOLearner:
         advantages = torch.as_tensor(c.ext_coef * adv_ext + c.int_coef * adv_int)
         ret_ext, ret_int = torch.as_tensor(ret_ext), torch.as_tensor(ret_int)
 
-        # Focus head: REINFORCE on the stored trajectory, one pass, advantage as baseline-
-        # corrected return (the seed design: the ROI head learns from its own loss).
-        focus_norm_adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        focus_log_probs = self.model.focus_policy(f).log_prob(focus).sum(dim=1)
-        focus_loss = -(focus_log_probs * focus_norm_adv).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        (c.focus_coef * focus_loss).backward()
-        nn.utils.clip_grad_norm_([*self.model.focus.parameters(), self.model.focus_log_std],
-                                 c.max_grad_norm)
-        self.optimizer.step()
-
+        # Focus head: REINFORCE on the stored trajectory (the seed design: the ROI head learns
+        # from its own loss), one pass over the rollout in minibatches, so that each sample is
+        # used once, while its policy is still the one that chose it.
         steps = len(rollout.rewards_ext)
-        stats = {'focus_loss': focus_loss.item()}
+        focus_norm_adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        focus_losses = []
+        for idx in np.array_split(self._rng.permutation(steps),
+                                  max(1, steps // c.minibatch_size)):
+            idx = torch.as_tensor(idx)
+            focus_log_probs = self.model.focus_policy(f[idx]).log_prob(focus[idx]).sum(dim=1)
+            focus_loss = -(focus_log_probs * focus_norm_adv[idx]).mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            (c.focus_coef * focus_loss).backward()
+            nn.utils.clip_grad_norm_([*self.model.focus.parameters(), self.model.focus_log_std],
+                                     c.max_grad_norm)
+            self.optimizer.step()
+            focus_losses.append(focus_loss.item())
+
+        stats = {'focus_loss': float(np.mean(focus_losses))}
         epochs_run = 0
         for _ in range(c.epochs):
             epochs_run += 1

@@ -36,8 +36,8 @@ from perception_rl.timing import LatencyWindow
 
 MODES = ('realtime', 'lockstep')
 PARAMETERS = [
-    ParamSpec('env_id', 'perception_rl/Foveation-v0',
-              'Gymnasium id: MiniGrid-*, ALE/*, perception_rl/Foveation-v0 or any environment '
+    ParamSpec('env_id', 'perception_rl/Foveation-v1',
+              'Gymnasium id: MiniGrid-*, ALE/*, perception_rl/Foveation-v1 or any environment '
               'with image observations or rgb_array rendering'),
     ParamSpec('mode', 'realtime', 'realtime: step at rate with the newest command; lockstep: '
               'one step per command', choices=MODES),

@@ -5,14 +5,19 @@ few moving discs; the action (one component in [-1, 1]) pans it by up to 12 pixe
 The reward is 1 minus the target disc's horizontal distance from the frame's centre (as a
 fraction of half the frame): keep the red disc in the middle. Episodes last 200 steps.
 
-perception_rl/Foveation-v0: where to look matters. A small patch of fine stripes sits in one
-of the four quadrants, inside a red frame; the agent answers whether the stripes run
-vertically (action 1) or horizontally (action 2), or waits (action 0) to look again. The
-peripheral view (the frame downsampled 4x) shows the red frame but averages the stripes to
-plain grey; only a fovea on the patch resolves them. A correct answer earns +1, a wrong one
--1; either ends the episode, and after 10 steps it ends with 0. Looking at the frame's centre,
-no policy can do better than guess (expected return 0); one that moves the fovea to the red
-frame can reach +1.
+perception_rl/Foveation-v1: where to look matters. A small patch of fine stripes sits in one
+of the four quadrants, inside a red frame that stays put for the whole episode; at every step
+the stripes are drawn afresh, running vertically or horizontally, and the agent says which
+(action 0: vertical, 1: horizontal) for the frame it sees now. A correct answer earns +0.1, a
+wrong one -0.1; an episode lasts 10 steps. The peripheral view (the frame downsampled 4x) shows
+the red frame but averages the stripes to plain grey; only a fovea on the patch resolves them.
+The fovea the agent chooses at one step is where it looks at the next, so a fixed central
+fovea can only guess (expected return 0), while one that moves to the red frame after the first
+look can read the other 9 answers (return up to +0.9).
+
+Version 0 of this task asked for one answer per episode, after any number of "wait" steps. The
+agent never learned it: waiting pays only once the actor can read the stripes, and the actor
+learns to read them only from episodes where it waited and looked (docs/learning_benchmark.md).
 """
 import cv2
 import gymnasium as gym
@@ -31,19 +36,24 @@ QUADRANTS = ((0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75))
 JITTER = 8
 DISTRACTORS = 6
 """Green and blue squares scattered over the frame, the size of the red frame."""
+REWARD = 0.1
+"""For a correct answer (minus this for a wrong one); an episode's return lies in [-1, 1]."""
+EPISODE_STEPS = 10
 
 
 class FoveationTask(gym.Env):
-    """Read a detail only the fovea can resolve: vertical or horizontal stripes?"""
+    """Read, every step, a detail only the fovea can resolve: vertical or horizontal stripes?"""
 
     metadata = {'render_modes': []}
 
     def __init__(self):
         self.observation_space = spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8)
-        self.action_space = spaces.Discrete(3)
+        self.action_space = spaces.Discrete(2)
         self._frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        self._patch = (0, 0)
+        """Top-left corner of the striped patch, for this episode."""
         self.vertical = True
-        """This episode's answer: whether the stripes run vertically."""
+        """The answer for the frame last returned: whether its stripes run vertically."""
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -60,20 +70,23 @@ class FoveationTask(gym.Env):
         x = int(fx * WIDTH + rng.integers(-JITTER, JITTER + 1) - outer // 2) // 4 * 4
         y = int(fy * HEIGHT + rng.integers(-JITTER, JITTER + 1) - outer // 2) // 4 * 4
         frame[y:y + outer, x:x + outer] = (220, 30, 30)
-        self.vertical = bool(rng.integers(2))
+        self._frame, self._patch = frame, (x + BORDER, y + BORDER)
+        return self._draw_stripes(), {}
+
+    def step(self, action):
+        correct = (int(action) == 0) == self.vertical
+        return self._draw_stripes(), REWARD if correct else -REWARD, False, False, {}
+
+    def _draw_stripes(self) -> np.ndarray:
+        """A copy of the frame with freshly drawn stripes; sets `vertical` to their answer."""
+        self.vertical = bool(self.np_random.integers(2))
         stripes = (np.arange(PATCH) // 2 % 2 * 255).astype(np.uint8)
         patch = np.tile(stripes, (PATCH, 1)) if self.vertical else \
             np.tile(stripes[:, None], (1, PATCH))
-        frame[y + BORDER:y + BORDER + PATCH, x + BORDER:x + BORDER + PATCH] = patch[..., None]
-        self._frame = frame
-        return frame.copy(), {}
-
-    def step(self, action):
-        action = int(action)
-        if action == 0:
-            return self._frame.copy(), 0.0, False, False, {}
-        correct = (action == 1) == self.vertical
-        return self._frame.copy(), 1.0 if correct else -1.0, True, False, {}
+        frame = self._frame.copy()
+        x, y = self._patch
+        frame[y:y + PATCH, x:x + PATCH] = patch[..., None]
+        return frame
 
 
 PAN_SIZE = (160, 120)
@@ -118,5 +131,6 @@ class PanTask(gym.Env):
         return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-gym.register(id='perception_rl/Foveation-v0', entry_point=FoveationTask, max_episode_steps=10)
+gym.register(id='perception_rl/Foveation-v1', entry_point=FoveationTask,
+             max_episode_steps=EPISODE_STEPS)
 gym.register(id='perception_rl/Pan-v0', entry_point=PanTask, max_episode_steps=200)

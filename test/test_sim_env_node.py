@@ -46,10 +46,10 @@ class EnvRecorder:
 
 
 def test_lockstep_loop_with_a_discrete_agent(ros_context, start_node, spin):
-    nodes = [start_node('sim_env_node', {'env_id': 'perception_rl/Foveation-v0',
+    nodes = [start_node('sim_env_node', {'env_id': 'perception_rl/Foveation-v1',
                                          'mode': 'lockstep'}),
              start_node('perception_node'),
-             start_node('agent_node', {'discrete_actions': 3, 'rollout_length': 64,
+             start_node('agent_node', {'discrete_actions': 2, 'rollout_length': 64,
                                        'image_width': 256, 'image_height': 192,
                                        'roi_width': 48, 'roi_height': 48})]
     recorder = EnvRecorder(ros_context)
@@ -61,9 +61,9 @@ def test_lockstep_loop_with_a_discrete_agent(ros_context, start_node, spin):
     # Every environment step publishes one reward and one episode_end, and the agent's
     # actions are the environment's.
     assert abs(len(recorder.rewards) - len(recorder.ends)) <= 1
-    assert set(recorder.rewards) <= {-1.0, 0.0, 1.0}
-    assert sum(recorder.ends) >= 20  # answering ends an episode; random answers come often
-    assert set(recorder.actions) <= {0, 1, 2} and len(set(recorder.actions)) == 3
+    assert set(np.round(recorder.rewards, 6)) <= {-0.1, 0.1}
+    assert sum(recorder.ends) >= len(recorder.ends) // 10 - 1  # episodes last 10 steps
+    assert set(recorder.actions) == {0, 1}
     assert all(f[1:] == (256, 192, 'bgr8') for f in recorder.frames)
     steps = int(recorder.latest('sim_env_node', 'steps'))
     assert steps >= 150 and int(recorder.latest('sim_env_node', 'commands_rejected')) == 0

@@ -44,7 +44,7 @@ def test_an_unknown_environment_is_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize('envs', [1, 4])
 def test_training_updates_both_learners_and_every_step_is_counted(tmp_path, envs):
-    summary = train(TrainConfig('perception_rl/Foveation-v0', steps=300, seed=2, envs=envs,
+    summary = train(TrainConfig('perception_rl/Foveation-v1', steps=300, seed=2, envs=envs,
                                 rollout_length=64), tmp_path, progress=False)
     ticks = 300 // envs
     assert summary['steps'] == 300
@@ -58,11 +58,14 @@ def test_training_updates_both_learners_and_every_step_is_counted(tmp_path, envs
     assert lowest <= summary['perception_train_steps'] <= highest
     episodes = read_episodes(tmp_path / 'episodes.csv')
     assert len(episodes) == summary['episodes'] >= 1
-    assert set(np.unique(episodes[:, 1])) <= {-1.0, 0.0, 1.0}
+    # 10 answers of +-0.1 each: an even number of tenths between -1 and 1.
+    tenths = np.round(episodes[:, 1] * 10)
+    assert np.allclose(episodes[:, 1] * 10, tenths) and set(tenths % 2) == {0.0}
+    assert set(episodes[:, 2]) == {10.0}
 
 
 @pytest.mark.parametrize('env_id, discrete, dims', [
-    ('MiniGrid-Empty-5x5-v0', True, 7), ('perception_rl/Foveation-v0', True, 3),
+    ('MiniGrid-Empty-5x5-v0', True, 7), ('perception_rl/Foveation-v1', True, 2),
     ('ALE/Pong-v5', True, 6)])
 def test_tasks_give_bgr_frames_and_take_agent_actions(env_id, discrete, dims):
     task = ImageTask(env_id, seed=0)
@@ -78,7 +81,7 @@ def test_tasks_give_bgr_frames_and_take_agent_actions(env_id, discrete, dims):
 
 
 def test_in_the_foveation_task_only_the_fovea_tells_the_stripes_apart():
-    task = ImageTask('perception_rl/Foveation-v0', seed=0)
+    task = ImageTask('perception_rl/Foveation-v1', seed=0)
     peripheries, foveae = {True: set(), False: set()}, {True: set(), False: set()}
     for _ in range(20):
         frame = task.reset()
