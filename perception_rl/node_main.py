@@ -21,7 +21,8 @@ from perception_rl.node_params import ParameterError
 
 def spin_until_stopped(nodes: list[Node], duration: float | None = None,
                        every_second: Callable[[], None] | None = None) -> None:
-    """Spin the nodes on one executor until a signal, `duration` seconds, or rclpy shutdown.
+    """Spin the nodes on one executor until a signal, `duration` seconds, rclpy shutdown, or
+    a node that sets its `done` attribute (bag_player at the end of its recording).
 
     Then each node's `shutdown()` (where it has one) runs, last node first.
     """
@@ -33,7 +34,8 @@ def spin_until_stopped(nodes: list[Node], duration: float | None = None,
         executor.add_node(node)
     start = last_report = time.monotonic()
     try:
-        while rclpy.ok() and not stop.is_set():
+        while (rclpy.ok() and not stop.is_set()
+               and not any(getattr(node, 'done', False) for node in nodes)):
             executor.spin_once(timeout_sec=0.1)
             now = time.monotonic()
             if every_second is not None and now - last_report >= 1.0:

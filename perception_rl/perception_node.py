@@ -9,7 +9,7 @@ import torch
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rclpy.time import Time
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from perception_rl import qos
@@ -18,7 +18,7 @@ from perception_rl.checkpoint import resume
 from perception_rl.encoder import EncoderConfig
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import OK, WARN, HealthPublisher
-from perception_rl.image_conversion import ImageError, image_to_bgr
+from perception_rl.image_conversion import ImageError, compressed_to_bgr, image_to_bgr
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
 from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, OnlinePerception,
@@ -123,6 +123,10 @@ class PerceptionNode(Node):
             Float32MultiArray, 'features', qos.FEATURES, qos_overriding_options=qos.overridable())
         self.create_subscription(Image, 'image_raw', self._on_image, qos.IMAGES,
                                  qos_overriding_options=qos.overridable())
+        # Recorded bags often hold image_transport's compressed stream instead of raw frames.
+        self.create_subscription(CompressedImage, 'image_raw/compressed', self._on_compressed,
+                                 qos.IMAGES, qos_overriding_options=qos.overridable())
+        self._last_compressed: bool | None = None
         self.create_subscription(RegionOfInterest, 'focus_roi', self._on_roi, qos.LATEST)
         self.create_subscription(Twist, 'cmd_vel', self._on_twist, qos.LATEST)
         if 'pisco' in self.core.aux.terms:
@@ -183,7 +187,24 @@ class PerceptionNode(Node):
             self.rejected += 1
             self.get_logger().warning(f'image rejected: {error}', throttle_duration_sec=5.0)
             return
-        stamp = Time.from_msg(msg.header.stamp)
+        self._on_frame(frame, Time.from_msg(msg.header.stamp), start, compressed=False)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        start = time.perf_counter()
+        try:
+            frame = compressed_to_bgr(msg.data)
+        except ImageError as error:
+            self.rejected += 1
+            self.get_logger().warning(f'compressed image rejected: {error}',
+                                      throttle_duration_sec=5.0)
+            return
+        self._on_frame(frame, Time.from_msg(msg.header.stamp), start, compressed=True)
+
+    def _on_frame(self, frame: np.ndarray, stamp: Time, start: float, compressed: bool) -> None:
+        if (self._last_stamp is not None and stamp == self._last_stamp
+                and compressed != self._last_compressed):
+            return  # the frame just seen, through the other transport (a bag holding both)
+        self._last_compressed = compressed
         if self._last_stamp is not None and stamp < self._last_stamp:
             self.time_jumps += 1  # a looping bag or a restarted clock: no loss across the jump
             self.core.reset_history()
