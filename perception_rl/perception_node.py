@@ -22,7 +22,7 @@ from perception_rl.image_conversion import ImageError, compressed_to_bgr, image_
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
 from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, OnlinePerception,
-                                             PerceptionConfig)
+                                             PerceptionConfig, twist_action)
 from perception_rl.policy_weights import unflatten_policy
 from perception_rl.representation_health import RepresentationHealth
 from perception_rl.scalar_log import ScalarLog
@@ -65,8 +65,6 @@ PARAMETERS = [
               low=1.0, high=86400.0),
     ParamSpec('log_dir', '', "TensorBoard directory ('' for none)"),
 ]
-ACTION_LIMIT = 5.0
-"""cmd_vel components are clipped to +-this before perception conditions on them."""
 
 
 class PerceptionNode(Node):
@@ -166,10 +164,8 @@ class PerceptionNode(Node):
         self._roi = msg
 
     def _on_twist(self, msg: Twist) -> None:
-        values = [msg.linear.x, msg.linear.y, msg.linear.z,
-                  msg.angular.x, msg.angular.y, msg.angular.z]
-        self._twist = np.clip(np.nan_to_num(np.array(values, np.float32), nan=0.0,
-                                            posinf=0.0, neginf=0.0), -ACTION_LIMIT, ACTION_LIMIT)
+        self._twist = twist_action([msg.linear.x, msg.linear.y, msg.linear.z,
+                                    msg.angular.x, msg.angular.y, msg.angular.z])
 
     def _current_roi(self, width: int, height: int) -> Roi:
         roi = self._roi
