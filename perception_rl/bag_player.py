@@ -31,6 +31,9 @@ PARAMETERS = [
               'use_sim_time (0: no /clock)', low=0.0, high=1000.0),
     ParamSpec('delay', 0.0, 'Seconds to wait before playing, so that subscribers can connect',
               low=0.0, high=3600.0),
+    ParamSpec('wait_for_subscribers', 0, 'Before playing (and the delay), wait until every '
+              'played topic has this many subscribers connected (0: do not wait)', low=0,
+              high=1000),
 ]
 CLOCK_TOPIC = '/clock'
 
@@ -103,9 +106,17 @@ class BagPlayer(Node):
 
     def _play(self) -> None:
         origin = self._origin()
-        # /clock holds the first message's time during the delay, so that nodes with
+        # /clock holds the first message's time while waiting, so that nodes with
         # use_sim_time have it before the first message arrives.
-        if not self._wait_until(time.monotonic() + self._p['delay'], lambda now: origin):
+        held = lambda now: origin  # noqa: E731
+        wanted = self._p['wait_for_subscribers']
+        if wanted:
+            self.get_logger().info(f'waiting for {wanted} subscribers on every played topic')
+        while wanted and any(publisher.get_subscription_count() < wanted
+                             for publisher in self._topic_publishers.values()):
+            if not self._wait_until(time.monotonic() + 0.05, held):
+                return
+        if not self._wait_until(time.monotonic() + self._p['delay'], held):
             return
         while not self._stop.is_set():
             self._play_once(origin)
