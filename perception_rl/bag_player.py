@@ -27,8 +27,9 @@ PARAMETERS = [
     ParamSpec('start_offset', 0.0, 'Seconds into the recording to start playing from',
               low=0.0, high=1e9),
     ParamSpec('topics', (), 'Topics to play (empty: every topic whose type is installed)'),
-    ParamSpec('clock', 40.0, 'Hz at which /clock carries the recording time, for nodes with '
-              'use_sim_time (0: no /clock)', low=0.0, high=1000.0),
+    ParamSpec('clock', 40.0, 'Hz at which /clock carries the recording time between '
+              'messages (and just before each one), for nodes with use_sim_time (0: no /clock)',
+              low=0.0, high=1000.0),
     ParamSpec('delay', 0.0, 'Seconds to wait before playing, so that subscribers can connect',
               low=0.0, high=3600.0),
     ParamSpec('wait_for_subscribers', 0, 'Before playing (and the delay), wait until every '
@@ -52,6 +53,11 @@ class BagPlayer(Node):
             self._reader = open_bag(p['bag_path'])
         except BagError as error:
             raise ParameterError(f"parameter 'bag_path': {error}") from None
+        length = (self._reader.end_time - self._reader.start_time) / 1e9
+        if p['start_offset'] >= max(length, 1e-9):
+            self._reader.close()
+            raise ParameterError(f"parameter 'start_offset' is {p['start_offset']:g} s, but the "
+                                 f'recording lasts {length:.3f} s')
         try:
             self._connections, self._topic_publishers = self._publishers_for(p['topics'],
                                                                              p['clock'])
@@ -61,6 +67,7 @@ class BagPlayer(Node):
         self._clock_pub = (self.create_publisher(Clock, CLOCK_TOPIC, qos.LATEST)
                            if p['clock'] > 0 else None)
         self.done = False
+        self.failed = False
         self.played = 0
         self.loops = 0
         self.achieved_rate = float('nan')
@@ -105,6 +112,14 @@ class BagPlayer(Node):
         return chosen, publishers
 
     def _play(self) -> None:
+        try:
+            self._play_all()
+        except Exception as error:  # a damaged recording: end the node with an error
+            self.get_logger().error(f'playback failed after {self.played} messages: {error}')
+            self.failed = True
+        self.done = True
+
+    def _play_all(self) -> None:
         origin = self._origin()
         # /clock holds the first message's time while waiting, so that nodes with
         # use_sim_time have it before the first message arrives.
@@ -123,7 +138,6 @@ class BagPlayer(Node):
             self.loops += 1
             if not self._p['loop']:
                 break
-        self.done = True
 
     def _origin(self) -> int:
         """The recording time (ns) playback starts from."""
@@ -136,11 +150,14 @@ class BagPlayer(Node):
         self._next_clock = start
         first = last = None
         count = 0
+        recording_time = lambda now: origin + round((now - start) * rate * 1e9)  # noqa: E731
         for connection, stamp, data in self._reader.messages(self._connections, start=origin):
-            due = start + (stamp - origin) / 1e9 / rate
-            if not self._wait_until(due, lambda now: origin + round((now - start) * rate * 1e9)):
+            if not self._wait_until(start + (stamp - origin) / 1e9 / rate, recording_time):
                 return
             published = time.monotonic()
+            # /clock just before each message: a node on sim time then sees the message's
+            # age as its delivery time, not as up to a clock period of staleness.
+            self._publish_clock(recording_time(published))
             self._topic_publishers[connection.topic].publish(bytes(data))
             first = first or (published, stamp)
             last = (published, stamp)

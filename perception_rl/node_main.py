@@ -62,7 +62,8 @@ def spin_until_stopped(nodes: list[Node], duration: float | None = None,
 
 
 def run_node(make_node: Callable[[], Node], args=None) -> int:
-    """main() of one node: build it, spin it until a signal, shut it down; the exit code."""
+    """main() of one node: build it, spin it until a signal, shut it down; the exit code
+    (1 when the node ended by setting its `failed` attribute)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = make_node()
@@ -75,4 +76,4 @@ def run_node(make_node: Callable[[], Node], args=None) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return 1 if getattr(node, 'failed', False) else 0

@@ -168,6 +168,12 @@ def test_loop_with_agent_commands_off_and_recorder(ros_context, start_node, spin
     assert len(rois) >= 0.9 * len(arrivals) and rois[-1] > arrivals[-1] - 0.5
     assert listener.arrivals['cmd_vel'] == [], 'publish_commands is false, yet cmd_vel came'
     assert int(listener.value('perception_node', 'time_jumps')) >= 2
+    # Both learn from the replay: perception trains on most frames (training is thinned by its
+    # time budget on a loaded machine, as live), the agent completes PPO updates.
+    train_steps = int(listener.value('perception_node', 'train_steps'))
+    print(f'\nloop: {len(arrivals)} features, perception train_steps {train_steps}, agent '
+          f"updates {listener.value('agent_node', 'updates')}")
+    assert train_steps >= len(arrivals) / 3, (train_steps, len(arrivals))
     assert listener.value('agent_node', 'publish_commands') == 'False'
     assert int(listener.value('agent_node', 'updates')) >= 1
 
