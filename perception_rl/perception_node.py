@@ -103,6 +103,7 @@ class PerceptionNode(Node):
         self._roi: RegionOfInterest | None = None
         self._twist = np.zeros(6, np.float32)
         self._last_stamp: Time | None = None
+        self._last_compressed: bool | None = None  # whether the last frame came compressed
         self.frames = 0
         self.rejected = 0
         self.time_jumps = 0
@@ -124,7 +125,6 @@ class PerceptionNode(Node):
         # Recorded bags often hold image_transport's compressed stream instead of raw frames.
         self.create_subscription(CompressedImage, 'image_raw/compressed', self._on_compressed,
                                  qos.IMAGES, qos_overriding_options=qos.overridable())
-        self._last_compressed: bool | None = None
         self.create_subscription(RegionOfInterest, 'focus_roi', self._on_roi, qos.LATEST)
         self.create_subscription(Twist, 'cmd_vel', self._on_twist, qos.LATEST)
         if 'pisco' in self.core.aux.terms:

@@ -214,6 +214,13 @@ def test_player_refuses_what_it_cannot_play_listing_the_bag(start_node, bags, ba
         assert text in output, output
 
 
+def test_recorder_refuses_to_overwrite_a_bag(start_node, bags):
+    recorder = start_node('bag_recorder', {'output': bags / 'mcap'})
+    assert recorder.process.wait(60) == 2, recorder.output()
+    assert "'output'" in recorder.output() and 'exists already' in recorder.output()
+    assert (bags / 'mcap' / 'metadata.yaml').exists()
+
+
 def _pretrain(*args):
     return subprocess.run([str(BIN / 'perception-rl'), 'pretrain', *map(str, args)],
                           capture_output=True, text=True, env=os.environ.copy(), timeout=120)
