@@ -33,7 +33,8 @@ setup(
     extras_require={
         'ros': [
             'ros-rclpy', 'ros-std-msgs', 'ros-sensor-msgs', 'ros-geometry-msgs',
-            'ros-diagnostic-msgs', 'ros-rmw-fastrtps-cpp',
+            'ros-diagnostic-msgs', 'ros-rosgraph-msgs', 'ros-rmw-fastrtps-cpp',
+            'rosbags',  # rosbag2 reading and writing without rosbag2_py (bag_player, pretrain)
         ],
         'test': ['pytest', 'pytest-timeout', 'hypothesis'],
         'bench': ['stable-baselines3'],  # the end-to-end baseline of perception-rl learning-bench
@@ -49,6 +50,8 @@ setup(
             f'perception_node = {PACKAGE}.perception_node:main',
             f'agent_node = {PACKAGE}.agent_node:main',
             f'sim_env_node = {PACKAGE}.sim_env_node:main',
+            f'bag_player = {PACKAGE}.bag_player:main',
+            f'bag_recorder = {PACKAGE}.bag_recorder:main',
             f'perception-rl = {PACKAGE}.cli:main',
         ],
     },

@@ -46,6 +46,9 @@ PARAMETERS = [
     ParamSpec('roi_height', DEFAULT_ROI_SIZE, 'Height of the fovea region in pixels',
               low=1, high=8192),
     ParamSpec('learn', True, 'Store transitions and run PPO updates', dynamic=True),
+    ParamSpec('publish_commands', True, 'Publish motor commands (cmd_vel, or action); false '
+              'for learning from a replayed recording: the agent still acts, learns and '
+              'publishes focus_roi, but no command leaves it, not even a zero one'),
     ParamSpec('rollout_length', 256, 'Transitions per PPO update', low=16, high=65536),
     ParamSpec('learning_rate', 3e-4, 'Adam learning rate of actor, critic, focus head and '
               'curiosity module', low=0.0, high=1.0),
@@ -77,7 +80,7 @@ class AgentNode(Node):
             self.command_spec = CommandSpec(tuple(p['controlled_axes']), tuple(p['axis_limits']))
         except ValueError as error:
             raise ParameterError(f"parameters 'controlled_axes'/'axis_limits': {error}") from None
-        discrete = p['discrete_actions'] > 0
+        discrete = self._discrete = p['discrete_actions'] > 0
         config = AgentConfig(
             model=replace(ActorCriticConfig(), feature_dim=FEATURE_DIM, discrete=discrete,
                           action_dim=(p['discrete_actions'] if discrete
@@ -108,11 +111,13 @@ class AgentNode(Node):
         self._stale = True
         self._tick = LatencyWindow()
         self._tick_updating = LatencyWindow()  # the ticks while a PPO update runs
-        self._cmd_pub = self.create_publisher(Twist, 'cmd_vel', qos.LATEST,
-                                              qos_overriding_options=qos.overridable())
+        publishes = p['publish_commands']
+        self._cmd_pub = (self.create_publisher(Twist, 'cmd_vel', qos.LATEST,
+                                               qos_overriding_options=qos.overridable())
+                         if publishes else None)
         self._roi_pub = self.create_publisher(RegionOfInterest, 'focus_roi', qos.LATEST)
-        self._action_pub = (self.create_publisher(Int32, 'action', qos.LATEST) if discrete
-                            else None)
+        self._action_pub = (self.create_publisher(Int32, 'action', qos.LATEST)
+                            if discrete and publishes else None)
         self._policy_pub = self.create_publisher(Float32MultiArray, 'policy_weights', qos.POLICY)
         self._publish_policy()
         self.create_subscription(Float32MultiArray, 'features', self._on_features, qos.FEATURES,
@@ -126,6 +131,8 @@ class AgentNode(Node):
         self._health = HealthPublisher(self, self._report)
         controls = (f"one of {p['discrete_actions']} actions on action" if discrete else
                     f'{list(self.command_spec.axes)} within {list(self.command_spec.limits)}')
+        if not publishes:
+            controls = f'nothing (publish_commands is false; the policy would drive {controls})'
         self.get_logger().info(
             f"controlling {controls}, rollout {p['rollout_length']}, learn={p['learn']}")
 
@@ -162,7 +169,7 @@ class AgentNode(Node):
         decision = self.agent.act(features, reward, ended)
         if self._action_pub is not None:
             self._action_pub.publish(Int32(data=int(decision.action[0])))
-        else:
+        elif not self._discrete:
             self._publish_command(self.command_spec.command(decision.action))
         roi = Roi.around(float(decision.focus[0]), float(decision.focus[1]),
                          self._p['image_width'], self._p['image_height'],
@@ -178,6 +185,8 @@ class AgentNode(Node):
             self._tick_updating.add(tick_ms)
 
     def _publish_command(self, values: dict[str, float]) -> None:
+        if self._cmd_pub is None:  # publish_commands is off
+            return
         msg = Twist()
         for axis, value in values.items():
             group, component = axis.split('.')
@@ -187,7 +196,7 @@ class AgentNode(Node):
     def _publish_policy(self) -> None:
         """The acting policy, for perception's pisco loss (policy_weights.py); pisco compares
         Gaussian policies, so a categorical actor publishes none."""
-        if self._action_pub is not None:
+        if self._discrete:
             return
         labels, data = flatten_policy(self.agent.policy)
         msg = Float32MultiArray(data=data.tolist())
@@ -219,12 +228,15 @@ class AgentNode(Node):
                   'intrinsic_reward': agent.last_update.get('intrinsic_reward', 0.0),
                   'extrinsic_reward': agent.last_update.get('extrinsic_reward', 0.0),
                   'commands': self.commands, 'stale_inputs': self._stale,
+                  'publish_commands': self._cmd_pub is not None,
                   'tick_ms_p50': tick['p50'], 'tick_ms_p99': tick['p99'],
                   'tick_ms_p99_during_update': during_update['p99'],
                   'features_rejected': self.features_rejected,
                   'rewards_rejected': self.rewards_rejected}
         if self._stale:
-            return (WARN if self.commands == 0 else ERROR), 'no features: commanding zero', values
+            message = ('no features: commanding zero' if self._cmd_pub is not None
+                       else 'no features')
+            return (WARN if self.commands == 0 else ERROR), message, values
         return OK, 'ok', values
 
     def _save_periodically(self) -> None:
@@ -248,7 +260,8 @@ class AgentNode(Node):
     def shutdown(self) -> None:
         """Stop the robot, then save: the zero command must not wait for the disk."""
         self._publish_command(self.command_spec.command(np.zeros(len(self.command_spec.axes))))
-        self._cmd_pub.wait_for_all_acked(timeout=Duration(seconds=0.5))
+        if self._cmd_pub is not None:
+            self._cmd_pub.wait_for_all_acked(timeout=Duration(seconds=0.5))
         if self._p['checkpoint_dir']:
             self._save_checkpoint(timeout=3.0)
         self.agent.close()

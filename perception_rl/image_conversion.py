@@ -1,4 +1,5 @@
-"""sensor_msgs/Image fields <-> numpy, without cv_bridge (absent from the PyPI ROS wheels).
+"""sensor_msgs/Image and CompressedImage fields <-> numpy, without cv_bridge (absent from the
+PyPI ROS wheels).
 
 Works on the message's fields, not the message, so the core stays free of rclpy.
 """
@@ -43,3 +44,25 @@ def image_to_bgr(encoding: str, height: int, width: int, step: int, data) -> np.
     if encoding == 'bgr8':
         return image
     return cv2.cvtColor(np.ascontiguousarray(image), _TO_BGR[encoding])
+
+
+def compressed_to_bgr(data) -> np.ndarray:
+    """A HxWx3 uint8 BGR frame from a CompressedImage's data (JPEG, PNG: what cv2 decodes).
+
+    The message's `format` field is not consulted: image_transport writes it in more than one
+    spelling ('jpeg', 'bgr8; jpeg compressed bgr8'), and the payload's own header says what it is.
+    """
+    buffer = np.frombuffer(memoryview(data).cast('B'), np.uint8)
+    if buffer.size == 0:
+        raise ImageError('compressed image holds no data')
+    try:
+        frame = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise ImageError(f'compressed image does not decode: {error}') from None
+    if frame is None:
+        raise ImageError(f'compressed image ({buffer.size} bytes) does not decode as JPEG or '
+                         'PNG')
+    height, width = frame.shape[:2]
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise ImageError(f'image size {width}x{height} outside 1..{MAX_SIDE}')
+    return frame

@@ -21,7 +21,8 @@ from perception_rl.node_params import ParameterError
 
 def spin_until_stopped(nodes: list[Node], duration: float | None = None,
                        every_second: Callable[[], None] | None = None) -> None:
-    """Spin the nodes on one executor until a signal, `duration` seconds, or rclpy shutdown.
+    """Spin the nodes on one executor until a signal, `duration` seconds, rclpy shutdown, or
+    a node that sets its `done` attribute (bag_player at the end of its recording).
 
     Then each node's `shutdown()` (where it has one) runs, last node first.
     """
@@ -33,7 +34,8 @@ def spin_until_stopped(nodes: list[Node], duration: float | None = None,
         executor.add_node(node)
     start = last_report = time.monotonic()
     try:
-        while rclpy.ok() and not stop.is_set():
+        while (rclpy.ok() and not stop.is_set()
+               and not any(getattr(node, 'done', False) for node in nodes)):
             executor.spin_once(timeout_sec=0.1)
             now = time.monotonic()
             if every_second is not None and now - last_report >= 1.0:
@@ -60,7 +62,8 @@ def spin_until_stopped(nodes: list[Node], duration: float | None = None,
 
 
 def run_node(make_node: Callable[[], Node], args=None) -> int:
-    """main() of one node: build it, spin it until a signal, shut it down; the exit code."""
+    """main() of one node: build it, spin it until a signal, shut it down; the exit code
+    (1 when the node ended by setting its `failed` attribute)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = make_node()
@@ -73,4 +76,4 @@ def run_node(make_node: Callable[[], Node], args=None) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return 1 if getattr(node, 'failed', False) else 0

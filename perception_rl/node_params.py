@@ -74,8 +74,8 @@ def _kind(default: Any) -> str:
         return 'float'
     if isinstance(default, str):
         return 'string'
-    if isinstance(default, (list, tuple)):
-        return f'{_kind(default[0])} list'
+    if isinstance(default, (list, tuple)):  # an empty default is a list of names (topics)
+        return f'{_kind(default[0]) if default else "string"} list'
     raise TypeError(f'no parameter kind for {default!r}')
 
 

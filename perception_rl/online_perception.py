@@ -18,6 +18,15 @@ ACTION_DIM = 8
 """The action perception_node conditions on: cmd_vel's 6 components and the fovea centre."""
 PUBLISHED = ('online', 'target')
 """Which encoder's features leave perception: the one learning, or its slow EMA copy."""
+ACTION_LIMIT = 5.0
+"""cmd_vel components are clipped to +-this before perception conditions on them."""
+
+
+def twist_action(components) -> np.ndarray:
+    """cmd_vel's 6 components (linear x, y, z, angular x, y, z) as the motor part of the action
+    perception conditions on: finite (a non-finite component is 0) and within ACTION_LIMIT."""
+    values = np.nan_to_num(np.asarray(components, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(values, -ACTION_LIMIT, ACTION_LIMIT)
 
 
 @dataclass

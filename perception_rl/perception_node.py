@@ -9,7 +9,7 @@ import torch
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rclpy.time import Time
-from sensor_msgs.msg import Image, RegionOfInterest
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
 from perception_rl import qos
@@ -18,11 +18,11 @@ from perception_rl.checkpoint import resume
 from perception_rl.encoder import EncoderConfig
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import OK, WARN, HealthPublisher
-from perception_rl.image_conversion import ImageError, image_to_bgr
+from perception_rl.image_conversion import ImageError, compressed_to_bgr, image_to_bgr
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
 from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, OnlinePerception,
-                                             PerceptionConfig)
+                                             PerceptionConfig, twist_action)
 from perception_rl.policy_weights import unflatten_policy
 from perception_rl.representation_health import RepresentationHealth
 from perception_rl.scalar_log import ScalarLog
@@ -65,8 +65,6 @@ PARAMETERS = [
               low=1.0, high=86400.0),
     ParamSpec('log_dir', '', "TensorBoard directory ('' for none)"),
 ]
-ACTION_LIMIT = 5.0
-"""cmd_vel components are clipped to +-this before perception conditions on them."""
 
 
 class PerceptionNode(Node):
@@ -105,6 +103,7 @@ class PerceptionNode(Node):
         self._roi: RegionOfInterest | None = None
         self._twist = np.zeros(6, np.float32)
         self._last_stamp: Time | None = None
+        self._last_compressed: bool | None = None  # whether the last frame came compressed
         self.frames = 0
         self.rejected = 0
         self.time_jumps = 0
@@ -123,6 +122,9 @@ class PerceptionNode(Node):
             Float32MultiArray, 'features', qos.FEATURES, qos_overriding_options=qos.overridable())
         self.create_subscription(Image, 'image_raw', self._on_image, qos.IMAGES,
                                  qos_overriding_options=qos.overridable())
+        # Recorded bags often hold image_transport's compressed stream instead of raw frames.
+        self.create_subscription(CompressedImage, 'image_raw/compressed', self._on_compressed,
+                                 qos.IMAGES, qos_overriding_options=qos.overridable())
         self.create_subscription(RegionOfInterest, 'focus_roi', self._on_roi, qos.LATEST)
         self.create_subscription(Twist, 'cmd_vel', self._on_twist, qos.LATEST)
         if 'pisco' in self.core.aux.terms:
@@ -162,10 +164,8 @@ class PerceptionNode(Node):
         self._roi = msg
 
     def _on_twist(self, msg: Twist) -> None:
-        values = [msg.linear.x, msg.linear.y, msg.linear.z,
-                  msg.angular.x, msg.angular.y, msg.angular.z]
-        self._twist = np.clip(np.nan_to_num(np.array(values, np.float32), nan=0.0,
-                                            posinf=0.0, neginf=0.0), -ACTION_LIMIT, ACTION_LIMIT)
+        self._twist = twist_action([msg.linear.x, msg.linear.y, msg.linear.z,
+                                    msg.angular.x, msg.angular.y, msg.angular.z])
 
     def _current_roi(self, width: int, height: int) -> Roi:
         roi = self._roi
@@ -183,7 +183,24 @@ class PerceptionNode(Node):
             self.rejected += 1
             self.get_logger().warning(f'image rejected: {error}', throttle_duration_sec=5.0)
             return
-        stamp = Time.from_msg(msg.header.stamp)
+        self._on_frame(frame, Time.from_msg(msg.header.stamp), start, compressed=False)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        start = time.perf_counter()
+        try:
+            frame = compressed_to_bgr(msg.data)
+        except ImageError as error:
+            self.rejected += 1
+            self.get_logger().warning(f'compressed image rejected: {error}',
+                                      throttle_duration_sec=5.0)
+            return
+        self._on_frame(frame, Time.from_msg(msg.header.stamp), start, compressed=True)
+
+    def _on_frame(self, frame: np.ndarray, stamp: Time, start: float, compressed: bool) -> None:
+        if (self._last_stamp is not None and stamp == self._last_stamp
+                and compressed != self._last_compressed):
+            return  # the frame just seen, through the other transport (a bag holding both)
+        self._last_compressed = compressed
         if self._last_stamp is not None and stamp < self._last_stamp:
             self.time_jumps += 1  # a looping bag or a restarted clock: no loss across the jump
             self.core.reset_history()

@@ -20,6 +20,10 @@ LATEST = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 # Rewards are summed between decisions, so none may be dropped.
 REWARDS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
                      reliability=ReliabilityPolicy.RELIABLE)
+# A recording played back: every message matters (a frame is a training step), so a queue
+# that rides out a subscriber busy for a few frames.
+PLAYBACK = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                      reliability=ReliabilityPolicy.RELIABLE)
 # The agent's policy for perception's pisco loss: published once per PPO update, and kept
 # (transient local) so that a perception node started later still receives the latest.
 POLICY = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,

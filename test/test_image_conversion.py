@@ -1,9 +1,11 @@
 """Image messages to frames: the accepted encodings, and clear errors for everything else."""
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from perception_rl.image_conversion import CHANNELS, ImageError, fill_bgr8, image_to_bgr
+from perception_rl.image_conversion import (CHANNELS, ImageError, compressed_to_bgr, fill_bgr8,
+                                            image_to_bgr)
 
 
 @pytest.mark.parametrize('encoding', sorted(CHANNELS))
@@ -51,3 +53,34 @@ def test_a_filled_bgr8_message_reads_back_as_the_same_frame():
     assert (msg.height, msg.width, msg.encoding, msg.step) == (5, 7, 'bgr8', 21)
     assert np.array_equal(image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data),
                           frame)
+
+
+@pytest.mark.parametrize('extension, tolerance', [('.png', 0.0), ('.jpg', 4.0)])  # JPEG: lossy
+def test_a_compressed_frame_decodes_to_the_same_frame(extension, tolerance):
+    frame = np.zeros((24, 32, 3), np.uint8)
+    frame[4:12, 8:20] = (30, 160, 250)
+    ok, payload = cv2.imencode(extension, frame)
+    assert ok
+    decoded = compressed_to_bgr(payload.tobytes())
+    assert decoded.shape == frame.shape
+    assert np.abs(decoded.astype(int) - frame).mean() <= tolerance
+
+
+@pytest.mark.parametrize('payload, message', [
+    (b'', 'no data'),
+    (b'not an image at all', 'does not decode'),
+    (b'\xff\xd8\xff\xe0' + bytes(100), 'does not decode'),  # a JPEG header, then nothing
+])
+def test_bad_compressed_payloads_are_refused_with_the_reason(payload, message):
+    with pytest.raises(ImageError, match=message):
+        compressed_to_bgr(payload)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=3000))
+def test_compressed_garbage_never_escapes_as_anything_but_image_error(data):
+    try:
+        frame = compressed_to_bgr(data)
+    except ImageError:
+        return
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8

@@ -5,15 +5,19 @@ from pathlib import Path
 
 import yaml
 
-from perception_rl import agent_node, camera_node, perception_node, sim_env_node
+from perception_rl import (agent_node, bag_player, bag_recorder, camera_node, perception_node,
+                           sim_env_node)
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_PARAMETERS = {'camera_node': camera_node.PARAMETERS,
                    'perception_node': perception_node.PARAMETERS,
                    'agent_node': agent_node.PARAMETERS,
-                   'sim_env_node': sim_env_node.PARAMETERS}
+                   'sim_env_node': sim_env_node.PARAMETERS,
+                   'bag_player': bag_player.PARAMETERS,
+                   'bag_recorder': bag_recorder.PARAMETERS}
 LAUNCH_FILES = {'perception_rl.launch.py': {'camera_node', 'perception_node', 'agent_node'},
-                'sim.launch.py': {'sim_env_node', 'perception_node', 'agent_node'}}
+                'sim.launch.py': {'sim_env_node', 'perception_node', 'agent_node'},
+                'replay.launch.py': {'perception_node', 'agent_node'}}
 
 
 def _launch_nodes(launch_file: str) -> list[dict]:
@@ -60,6 +64,25 @@ def test_launch_arguments_match_the_issue_contract():
     text = (ROOT / 'launch' / 'sim.launch.py').read_text()
     for argument in ('env_id', 'mode', 'discrete_actions', 'params_file', 'use_sim_time'):
         assert f"DeclareLaunchArgument('{argument}'" in text
+    text = (ROOT / 'launch' / 'replay.launch.py').read_text()
+    for argument in ('bag_path', 'rate', 'loop', 'start_offset', 'image_topic', 'params_file',
+                     'use_sim_time'):
+        assert f"DeclareLaunchArgument('{argument}'" in text
+
+
+def test_replay_plays_with_clock_on_sim_time_and_commands_off():
+    """ros2 bag play publishes /clock, the nodes follow it, and the agent commands nothing."""
+    tree = ast.parse((ROOT / 'launch' / 'replay.launch.py').read_text())
+    constants = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)}
+    assert {'ros2', 'bag', 'play', '--clock', '--loop'} <= constants
+    settings = {(k.value, v.value) for d in ast.walk(tree) if isinstance(d, ast.Dict)
+                for k, v in zip(d.keys, d.values)
+                if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)}
+    assert ('publish_commands', False) in settings
+    assert 'publish_commands' in {spec.name for spec in agent_node.PARAMETERS}
+    default = re.search(r"DeclareLaunchArgument\('use_sim_time', default_value='(\w+)'",
+                        (ROOT / 'launch' / 'replay.launch.py').read_text())
+    assert default and default.group(1) == 'true'
 
 
 def test_data_files_install_launch_and_config():

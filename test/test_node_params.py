@@ -20,3 +20,11 @@ def test_an_int_is_accepted_where_a_float_is_expected():
 def test_invalid_values_are_refused_by_name(spec, value, message):
     with pytest.raises(ParameterError, match=message):
         spec.coerce(value)
+
+
+def test_an_empty_default_list_is_a_list_of_names():
+    topics = ParamSpec('topics', (), '')
+    assert topics.accepts() == 'string list'
+    assert topics.coerce([]) == [] and topics.coerce(['image_raw']) == ['image_raw']
+    with pytest.raises(ParameterError, match="'topics'"):
+        topics.coerce([1])
