@@ -91,8 +91,8 @@ class AgentNode(Node):
         self._p = p
         if p['checkpoint_dir']:
             try:
-                for note in resume(self.agent, p['checkpoint_dir'], CHECKPOINT_PREFIX):
-                    self.get_logger().info(note)
+                note, unreadable = resume(self.agent, p['checkpoint_dir'], CHECKPOINT_PREFIX)
+                (self.get_logger().warning if unreadable else self.get_logger().info)(note)
             except ValueError as error:
                 self.agent.close()
                 raise ParameterError(f"parameter 'checkpoint_dir': {error}") from None

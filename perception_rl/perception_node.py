@@ -96,8 +96,8 @@ class PerceptionNode(Node):
         self._p = p
         if p['checkpoint_dir']:
             try:
-                for note in resume(self.core, p['checkpoint_dir'], CHECKPOINT_PREFIX):
-                    self.get_logger().info(note)
+                note, unreadable = resume(self.core, p['checkpoint_dir'], CHECKPOINT_PREFIX)
+                (self.get_logger().warning if unreadable else self.get_logger().info)(note)
             except ValueError as error:
                 raise ParameterError(f"parameter 'checkpoint_dir': {error}") from None
             self.create_timer(p['checkpoint_period'], self._save_checkpoint)
