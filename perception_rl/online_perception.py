@@ -243,7 +243,8 @@ class OnlinePerception:
             cx, cy = rng.uniform(-1.0, 1.0, 2)
             roi = Roi.around(cx, cy, width, height, fovea_roi.width, fovea_roi.height)
             foveae.append(crop_fovea(frame, roi, c.fovea_size))
-            w, h = (rng.uniform(0.6, 1.0, 2) * (width, height)).astype(int)
+            # at least a pixel: 60 % of a 1-pixel-wide frame is still that pixel
+            w, h = np.maximum(1, (rng.uniform(0.6, 1.0, 2) * (width, height)).astype(int))
             x, y = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
             peripheries.append(downsample_periphery(frame[y:y + h, x:x + w],
                                                     c.periphery_width, c.periphery_height))

@@ -107,7 +107,12 @@ class PerceptionNode(Node):
         self._last_stamp: Time | None = None
         self.frames = 0
         self.rejected = 0
+        self.rejected_by: dict[str, int] = {}  # by ImageError.reason
         self.time_jumps = 0
+        self.rois_out_of_range = 0
+        self.frames_failed = 0
+        self.twists_non_finite = 0
+        self._frame_size: tuple[int, int] | None = None
         self.last_loss = float('nan')
         self._loss_sums: dict[str, float] = {}
         self._loss_count = 0
@@ -160,10 +165,20 @@ class PerceptionNode(Node):
 
     def _on_roi(self, msg: RegionOfInterest) -> None:
         self._roi = msg
+        if self._frame_size is not None:
+            width, height = self._frame_size
+            if msg.x_offset + msg.width > width or msg.y_offset + msg.height > height:
+                self.rois_out_of_range += 1
+                self.get_logger().warning(
+                    f'focus_roi {msg.x_offset},{msg.y_offset} {msg.width}x{msg.height} reaches '
+                    f'outside the {width}x{height} frame: clipped to it',
+                    throttle_duration_sec=5.0)
 
     def _on_twist(self, msg: Twist) -> None:
         values = [msg.linear.x, msg.linear.y, msg.linear.z,
                   msg.angular.x, msg.angular.y, msg.angular.z]
+        if not np.isfinite(values).all():
+            self.twists_non_finite += 1
         self._twist = np.clip(np.nan_to_num(np.array(values, np.float32), nan=0.0,
                                             posinf=0.0, neginf=0.0), -ACTION_LIMIT, ACTION_LIMIT)
 
@@ -181,6 +196,7 @@ class PerceptionNode(Node):
             frame = image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data)
         except ImageError as error:
             self.rejected += 1
+            self.rejected_by[error.reason] = self.rejected_by.get(error.reason, 0) + 1
             self.get_logger().warning(f'image rejected: {error}', throttle_duration_sec=5.0)
             return
         stamp = Time.from_msg(msg.header.stamp)
@@ -190,9 +206,16 @@ class PerceptionNode(Node):
             self._ages.clear()
         self._last_stamp = stamp
         height, width = frame.shape[:2]
+        self._frame_size = (width, height)
         roi = self._current_roi(width, height)
         action = np.concatenate([self._twist, roi.centre(width, height)]).astype(np.float32)
-        step = self.core.step(frame, roi, action, self._lateness_ms(stamp))
+        try:
+            step = self.core.step(frame, roi, action, self._lateness_ms(stamp))
+        except Exception as error:  # noqa: BLE001 -- one frame must not take perception down
+            self.frames_failed += 1
+            self.get_logger().error(f'frame {width}x{height} not processed: {error!r}',
+                                    throttle_duration_sec=5.0)
+            return
         out = Float32MultiArray()
         out.layout.dim = [MultiArrayDimension(label='features', size=step.features.size,
                                               stride=step.features.size)]
@@ -235,7 +258,12 @@ class PerceptionNode(Node):
                   'tick_ms_p50': tick['p50'], 'tick_ms_p99': tick['p99'],
                   'forward_ms_p50': forward['p50'], 'train_ms_p50': train['p50'],
                   'train_ms_p99': train['p99'], 'images_rejected': self.rejected,
+                  **{f'images_rejected_{k}': v for k, v in self.rejected_by.items()},
+                  'rois_out_of_range': self.rois_out_of_range,
+                  'frames_failed': self.frames_failed,
+                  'cmd_vel_non_finite': self.twists_non_finite,
                   'nonfinite_steps_skipped': self.core.skipped_nonfinite,
+                  'weights_restored': self.core.last_good.restores,
                   'train_skipped_cadence': self.core.skipped_cadence,
                   'train_skipped_budget': self.core.skipped_budget,
                   'lateness_ms_p50': lateness['p50'], 'lateness_ms_p99': lateness['p99'],
