@@ -107,7 +107,7 @@ class PerceptionNode(Node):
         self._last_stamp: Time | None = None
         self.frames = 0
         self.rejected = 0
-        self.rejected_by: dict[str, int] = {}  # by ImageError.reason
+        self.rejected_by: dict[str, int] = {}  # by ImageError.reason, or 'stamp'
         self.time_jumps = 0
         self.rois_out_of_range = 0
         self.frames_failed = 0
@@ -195,11 +195,13 @@ class PerceptionNode(Node):
         try:
             frame = image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data)
         except ImageError as error:
-            self.rejected += 1
-            self.rejected_by[error.reason] = self.rejected_by.get(error.reason, 0) + 1
-            self.get_logger().warning(f'image rejected: {error}', throttle_duration_sec=5.0)
+            self._reject(error.reason, str(error))
             return
-        stamp = Time.from_msg(msg.header.stamp)
+        try:
+            stamp = Time.from_msg(msg.header.stamp)
+        except ValueError as error:  # negative seconds
+            self._reject('stamp', f'header stamp {msg.header.stamp.sec} s: {error}')
+            return
         if self._last_stamp is not None and stamp < self._last_stamp:
             self.time_jumps += 1  # a looping bag or a restarted clock: no loss across the jump
             self.core.reset_history()
@@ -232,6 +234,11 @@ class PerceptionNode(Node):
         if step.trained:
             self._train.add(step.train_ms)
         self._tick.add(1e3 * (time.perf_counter() - start))
+
+    def _reject(self, reason: str, why: str) -> None:
+        self.rejected += 1
+        self.rejected_by[reason] = self.rejected_by.get(reason, 0) + 1
+        self.get_logger().warning(f'image rejected: {why}', throttle_duration_sec=5.0)
 
     def _lateness_ms(self, stamp: Time) -> float:
         """How much later than usual this frame arrived: its age minus the smallest recent
