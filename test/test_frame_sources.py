@@ -20,7 +20,8 @@ def video(tmp_path):
 
 @pytest.mark.parametrize('text, kind, target', [
     ('synthetic', 'synthetic', 'synthetic'), ('0', 'device', 0),
-    ('/dev/video2', 'device', '/dev/video2'), ('clip.mp4', 'file', 'clip.mp4')])
+    ('/dev/video2', 'device', '/dev/video2'), ('clip.mp4', 'file', 'clip.mp4'),
+    ('http://10.0.0.5/video.mjpg', 'stream', 'http://10.0.0.5/video.mjpg')])
 def test_source_parameter_is_parsed(text, kind, target):
     assert SourceSpec.parse(text) == SourceSpec(kind, target)
 
