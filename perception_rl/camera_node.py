@@ -178,7 +178,12 @@ class CameraNode(Node):
 
     def shutdown(self) -> None:
         if self._grabber is not None:
-            self._grabber.close()
+            self._grabber.close(timeout=2.0)
+            self._grabber = None
+
+    def destroy_node(self) -> None:
+        self.shutdown()  # also when the node is destroyed without having spun (run_job)
+        super().destroy_node()
 
 
 def main(args=None):

@@ -86,11 +86,23 @@ def check_architecture(checkpoint: 'LoadedCheckpoint', architecture: dict) -> No
     """ValueError naming each field where the checkpoint's architecture differs from this one."""
     if checkpoint.metadata.get('architecture_hash') == config_hash(architecture):
         return
-    theirs = checkpoint.metadata.get('architecture', {})
-    differences = {k: {'checkpoint': theirs.get(k), 'node': v}
-                   for k, v in architecture.items() if theirs.get(k) != v}
+    ours = _flatten(json.loads(json.dumps(architecture)))  # tuples as the checkpoint has them
+    theirs = _flatten(checkpoint.metadata.get('architecture', {}))
+    differences = '; '.join(f'{key}: {theirs.get(key)!r} in the checkpoint, {ours.get(key)!r} '
+                            'here' for key in sorted(set(ours) | set(theirs))
+                            if ours.get(key) != theirs.get(key))
     raise ValueError(f'{checkpoint.path.name} was made for another architecture: '
-                     f'{differences or theirs}')
+                     f'{differences or "its architecture hash differs"}')
+
+
+def _flatten(value, prefix: str = '') -> dict:
+    """A nested dict as {'outer.inner': value}."""
+    if not isinstance(value, dict):
+        return {prefix[:-1]: value}
+    flat = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f'{prefix}{key}.'))
+    return flat
 
 
 def save_checkpoint(directory: str | os.PathLike, prefix: str, step: int,

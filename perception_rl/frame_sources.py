@@ -145,7 +145,8 @@ class FrameGrabber:
         """Why opening failed, once it has."""
         self._busy_since: float | None = time.monotonic()
         self._result: tuple[bool, np.ndarray | None] = (False, None)
-        threading.Thread(target=self._run, name='frame-grabber', daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name='frame-grabber', daemon=True)
+        self._thread.start()
 
     def request(self) -> None:
         """Read the next frame (after opening, when still opening)."""
@@ -162,10 +163,16 @@ class FrameGrabber:
         since = self._busy_since
         return 0.0 if since is None else time.monotonic() - since
 
-    def close(self) -> None:
-        """Stop; the source is released by the thread once its current call returns."""
+    def close(self, timeout: float = 0.0) -> None:
+        """Stop; the source is released by the thread once its current call returns.
+
+        :param timeout: seconds to wait for that (a process must not exit while the thread is
+            inside OpenCV: its C++ teardown would abort).
+        """
         self._closed = True
         self._wanted.set()
+        if timeout > 0.0:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         try:

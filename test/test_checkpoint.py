@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from perception_rl.aux_losses import AuxLossConfig
+from perception_rl.encoder import EncoderConfig
 from perception_rl.checkpoint import checkpoints, load_latest, resume, save_checkpoint
 from perception_rl.foveation import Roi
 from perception_rl.online_perception import ACTION_DIM, OnlinePerception, PerceptionConfig
@@ -149,3 +150,10 @@ def test_nothing_is_unpickled(tmp_path):
         b'\x80\x04\x95' + b'cos\nsystem\n(S"echo pwned"\ntR.')
     loaded, problems = load_latest(tmp_path, 'x')
     assert loaded is None and len(problems) == 1
+
+
+def test_another_architecture_is_refused_naming_the_field(tmp_path):
+    _perception_checkpoints(tmp_path, steps=(3,))
+    other = OnlinePerception(PerceptionConfig(encoder=replace(EncoderConfig(), fovea_size=32)))
+    with pytest.raises(ValueError, match=r'encoder\.fovea_size: 48 in the checkpoint, 32 here$'):
+        resume(other, tmp_path, 'perception')

@@ -245,10 +245,11 @@ def test_garbage_images_are_counted_and_good_frames_still_give_features(ros_cont
                        and _counter(recorder, 'perception_node', 'images_rejected')
                        == sent['rejected'])
     spin(recorder.node, 120.0, until=settled)
-    print('\nsent', sent, 'perception reports', {k: recorder.latest('perception_node', k) for k in (
-        'frames', 'images_rejected', 'images_rejected_encoding', 'images_rejected_size',
-        'images_rejected_layout', 'images_rejected_stamp', 'time_jumps', 'rois_out_of_range', 'cmd_vel_non_finite',
-        'frames_failed')})
+    keys = ('frames', 'images_rejected', 'images_rejected_encoding', 'images_rejected_size',
+            'images_rejected_layout', 'images_rejected_stamp', 'time_jumps',
+            'rois_out_of_range', 'cmd_vel_non_finite', 'frames_failed')
+    print('\nsent', sent, 'perception reports',
+          {k: recorder.latest('perception_node', k) for k in keys})
     assert perception.process.poll() is None, perception.output()
     assert _counter(recorder, 'perception_node', 'images_rejected') == sent['rejected']
     assert _counter(recorder, 'perception_node', 'frames') == sent['good']
@@ -330,3 +331,19 @@ def test_an_out_of_range_value_at_start_names_the_parameter_and_its_range(start_
     assert agent.process.wait(60) == 2
     assert "'input_timeout'" in agent.output() and '[0.05, 10.0]' in agent.output(), \
         agent.output()
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_at_start(start_node, tmp_path):
+    from dataclasses import replace
+
+    from perception_rl.encoder import EncoderConfig
+    from perception_rl.online_perception import OnlinePerception, PerceptionConfig
+    OnlinePerception(PerceptionConfig(encoder=replace(EncoderConfig(), fovea_size=32))).save(
+        tmp_path)
+    perception = start_node('perception_node', {'checkpoint_dir': str(tmp_path)})
+    assert perception.process.wait(60) == 2
+    output = perception.output()
+    assert "parameter 'checkpoint_dir'" in output and \
+        'encoder.fovea_size: 32 in the checkpoint, 48 here' in output, output
+    assert 'Traceback' not in output
+    assert len(list(tmp_path.glob('perception-*.safetensors'))) == 1  # nothing pruned
