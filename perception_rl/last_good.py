@@ -47,11 +47,12 @@ class LastGood:
         self.in_a_row += 1
         return self.in_a_row >= self.patience
 
-    def restore(self) -> None:
-        """Put the last good weights and optimizer state back."""
+    def restore(self, counted: bool = True) -> None:
+        """Put the last good weights and optimizer state back (`counted` in `restores` unless
+        it undoes work stopped on purpose rather than gone bad)."""
         weights, optimizer = self._copy
         for module, state in zip(self._modules, weights):
             module.load_state_dict(state)
         self._optimizer.load_state_dict(copy.deepcopy(optimizer))
         self.in_a_row = 0
-        self.restores += 1
+        self.restores += counted

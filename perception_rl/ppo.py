@@ -76,8 +76,8 @@ class PPOLearner:
         """One PPO + curiosity + focus update; returns the losses and diagnostics.
 
         A non-finite loss or gradient skips that gradient step; `nonfinite_patience` of them in
-        a row, non-finite intrinsic rewards or weights, or `abort` abandon the update: the weights,
-        optimizer and intrinsic statistics go back to their state from before it, and
+        a row, non-finite intrinsic rewards or weights, or `abort` abandon the update: the
+        weights, optimizer and intrinsic statistics go back to their state from before it, and
         UpdateAbandoned says why.
         """
         if self.last_good.snapshot():
@@ -89,7 +89,7 @@ class PPOLearner:
                                       'from before it')
             return stats
         except UpdateAbandoned:
-            self.last_good.restore()
+            self.last_good.restore(counted=not self.abort.is_set())
             self.intrinsic_stats.load_state(self._good_intrinsic)
             raise
 

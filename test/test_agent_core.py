@@ -222,6 +222,7 @@ def test_saving_during_a_long_update_abandons_it_and_writes_the_state_before_it(
         path = agent.save(tmp_path, timeout=0.5)
         assert time.monotonic() - start < 3.0
         assert isinstance(agent.last_error, UpdateAbandoned)
+        assert agent.learner.last_good.restores == 0  # stopped on purpose, nothing went bad
         loaded, _ = load_latest(tmp_path, 'agent')
         assert loaded.path == path and loaded.metadata['updates'] == 0
         for key, value in before.items():
