@@ -50,6 +50,7 @@ class CameraNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('camera_node', **kwargs)
+        self._grabber: FrameGrabber | None = None  # before anything can fail: destroy_node
         p = declare_parameters(self, PARAMETERS)
         try:
             self._spec = SourceSpec.parse(p['source'])
@@ -59,7 +60,6 @@ class CameraNode(Node):
         self._lost_after = max(p['read_timeout'], 3.0 / p['framerate'])
         self._publisher = self.create_publisher(
             Image, 'image_raw', qos.IMAGES, qos_overriding_options=qos.overridable())
-        self._grabber: FrameGrabber | None = None
         self._ready = False  # the grabber's source is open
         self._failing = False  # an outage is under way (and was reported)
         self._retry_delay = 1.0
