@@ -4,8 +4,8 @@ The fake camera is a network camera: an MJPEG-over-HTTP server in this process, 
 of most IP cameras, read by camera_node through OpenCV's FFmpeg backend exactly as a real one
 would be. Unlike a /dev/video device (which needs the v4l2loopback kernel module, absent where
 CI runs), it can be made to vanish (the server closes: connection refused), come back (a new
-server on the same port), hang (the connection stays open and no byte comes) and freeze (the
-same JPEG again and again) on cue.
+server on the same port), hang (the connection stays open and no byte comes), freeze (the
+same JPEG again and again) and send empty frames on cue.
 """
 import re
 import signal
@@ -25,7 +25,8 @@ LOG_TIME = re.compile(r'\[(ERROR|INFO|WARN)\] \[(\d+\.\d+)\] \[camera_node\]: (.
 
 
 class FakeCamera:
-    """An MJPEG stream at 20 Hz on 127.0.0.1; `mode` is 'live', 'frozen' or 'hang'."""
+    """An MJPEG stream at 20 Hz on 127.0.0.1; `mode` is 'live', 'frozen' (the same picture),
+    'empty' (parts of no bytes) or 'hang' (nothing)."""
 
     def __init__(self):
         with socket.socket() as probe:
@@ -55,7 +56,8 @@ class FakeCamera:
                     count += camera.mode == 'live'
                     image = np.full((120, 160, 3), (count * 7) % 256, np.uint8)
                     image[10:20, count % 150:count % 150 + 10] = 255 - image[0, 0]
-                    jpeg = cv2.imencode('.jpg', image)[1].tobytes()
+                    jpeg = (b'' if camera.mode == 'empty'
+                            else cv2.imencode('.jpg', image)[1].tobytes())
                     try:
                         self.wfile.write(b'--frame\r\nContent-Type: image/jpeg\r\n'
                                          b'Content-Length: %d\r\n\r\n' % len(jpeg) + jpeg
@@ -111,7 +113,7 @@ def _wait_for_error(node, spin, watcher, text: str, after: float, timeout: float
     return found()[0]
 
 
-def test_a_network_camera_missing_unplugged_hung_and_frozen(ros_context, start_node, spin,
+def test_a_network_camera_missing_unplugged_hung_frozen_and_empty(ros_context, start_node, spin,
                                                             camera):
     read_timeout = 1.0
     node = start_node('camera_node', {'source': camera.url, 'image_width': 160,
@@ -171,8 +173,19 @@ def test_a_network_camera_missing_unplugged_hung_and_frozen(ros_context, start_n
     assert spin(watcher.node, 30.0, until=lambda: watcher.since(thawed) >= 20), \
         node.output()[-3000:]
 
+    # Empty frames: nothing to publish, and after read_timeout the source counts as lost.
+    camera.mode = 'empty'
+    emptied = time.time()
+    error = _wait_for_error(node, spin, watcher, 'no new frame', emptied, 10.0)
+    print(f'empty frames: detected {error[1] - emptied:.2f} s after ({error[2]!r})')
+    assert watcher.since(emptied + 0.5) == 0, 'frames published from empty parts'
+    camera.mode = 'live'
+    refilled = time.time()
+    assert spin(watcher.node, 30.0, until=lambda: watcher.since(refilled) >= 20), \
+        node.output()[-3000:]
+
     errors = [e for e in _events(node) if e[0] == 'ERROR']
-    assert len(errors) == 4, errors  # one per outage: missing, unplugged, hung, frozen
+    assert len(errors) == 5, errors  # one per outage: missing, unplugged, hung, frozen, empty
     watcher.node.destroy_node()
     assert node.stop(signal.SIGTERM) == 0, node.output()[-3000:]
     assert 'Traceback' not in node.output()
