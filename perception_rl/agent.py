@@ -9,7 +9,8 @@ import torch
 
 from perception_rl.actor_critic import ActorCritic, ActorCriticConfig, Decision
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
-                                      restore_state, save_checkpoint, state_tensors)
+                                      generator_tensors, restore_generators, restore_state,
+                                      save_checkpoint, state_tensors)
 from perception_rl.curiosity import CuriosityConfig, make_curiosity
 from perception_rl.ppo import PPOConfig, PPOLearner
 from perception_rl.rollout import Rollout, RolloutBuffer, concatenate
@@ -207,18 +208,30 @@ class Agent:
                 {'adam': self.learner.optimizer})
 
     def save(self, directory: str | Path, keep: int = 3, timeout: float = 30.0) -> Path:
-        """Write the learner's weights, optimizer state, normaliser and counters.
+        """Write the learner's weights, optimizer state, normalisers, counters and generators.
 
-        Waits for a running update first, so the weights and optimizer state belong together;
-        RuntimeError if it is still running after `timeout` seconds (nothing is written).
+        Waits up to `timeout` seconds for a running update, so that the weights and optimizer
+        state belong together; an update still running then is abandoned (the learner goes
+        back to its state from before it, and that rollout is lost) rather than let the
+        checkpoint wait. RuntimeError if even that does not stop it (nothing is written).
         """
         if not self._worker.wait_idle(timeout):
-            raise RuntimeError(f'a PPO update is still running after {timeout} s')
+            self.learner.abort.set()
+            try:
+                if not self._worker.wait_idle(5.0):
+                    raise RuntimeError('a PPO update could not be stopped for the checkpoint')
+            finally:
+                self.learner.abort.clear()
         self._adopt_finished_update()
         tensors, meta = state_tensors(*self._parts())
+        tensors.update(generator_tensors({'actions': self._generator}))
         meta.update(kind=CHECKPOINT_PREFIX, architecture=self.architecture(),
                     architecture_hash=config_hash(self.architecture()),
                     config=asdict(self.config), steps=self.steps, updates=self.updates,
+                    updates_skipped=self.updates_skipped,
+                    nonfinite_steps_skipped=self.learner.last_good.skipped,
+                    restores=self.learner.last_good.restores,
+                    ppo_rng=self.learner.rng.bit_generator.state,
                     intrinsic_stats=self.learner.intrinsic_stats.state(),
                     feature_stats=self.feature_stats.state())
         return save_checkpoint(directory, CHECKPOINT_PREFIX, self.steps, tensors, meta, keep)
@@ -232,6 +245,14 @@ class Agent:
         self.policy.load_state_dict(self.learner.model.state_dict())
         meta = checkpoint.metadata
         self.steps, self.updates = int(meta['steps']), int(meta['updates'])
+        # counters and generators: absent from older checkpoints
+        self.updates_skipped = int(meta.get('updates_skipped', 0))
+        self.learner.last_good.skipped = int(meta.get('nonfinite_steps_skipped', 0))
+        self.learner.last_good.restores = int(meta.get('restores', 0))
+        restore_generators(checkpoint.tensors, {'actions': self._generator})
+        if 'ppo_rng' in meta:
+            self.learner.rng.bit_generator.state = meta['ppo_rng']
         self.learner.intrinsic_stats.load_state(meta['intrinsic_stats'])
         self.feature_stats.load_state(meta['feature_stats'])
+        self.learner.last_good.snapshot()
         self.forget_previous()

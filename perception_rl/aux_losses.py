@@ -386,6 +386,11 @@ class AuxiliaryObjective(nn.Module):
             values['total'] = float(total.detach())
         return total, values
 
+    def generators(self) -> dict[str, torch.Generator]:
+        """The random generators of the terms that draw random numbers, by term name."""
+        return {name: term._generator for name, term in self.terms.items()
+                if isinstance(getattr(term, '_generator', None), torch.Generator)}
+
     def remember(self, features: torch.Tensor) -> None:
         """Add this frame's detached features to the history."""
         self.history.add(features.detach())

@@ -58,6 +58,25 @@ def restore_state(tensors: dict[str, torch.Tensor], meta: dict,
             {'state': state, 'param_groups': meta[f'optim.{name}.param_groups']})
 
 
+def generator_tensors(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """The states of torch random generators, as tensors for a checkpoint."""
+    return {f'rng.{name}': generator.get_state() for name, generator in generators.items()}
+
+
+def restore_generators(tensors: dict[str, torch.Tensor],
+                       generators: dict[str, torch.Generator]) -> None:
+    """Put back what `generator_tensors` saved (a generator absent from the checkpoint, as
+    in those written before generators were saved, keeps its state)."""
+    for name, generator in generators.items():
+        state = tensors.get(f'rng.{name}')
+        if state is not None:
+            generator.set_state(state)
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def config_hash(config: dict) -> str:
     """A short, stable fingerprint of a configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
@@ -67,11 +86,23 @@ def check_architecture(checkpoint: 'LoadedCheckpoint', architecture: dict) -> No
     """ValueError naming each field where the checkpoint's architecture differs from this one."""
     if checkpoint.metadata.get('architecture_hash') == config_hash(architecture):
         return
-    theirs = checkpoint.metadata.get('architecture', {})
-    differences = {k: {'checkpoint': theirs.get(k), 'node': v}
-                   for k, v in architecture.items() if theirs.get(k) != v}
+    ours = _flatten(json.loads(json.dumps(architecture)))  # tuples as the checkpoint has them
+    theirs = _flatten(checkpoint.metadata.get('architecture', {}))
+    differences = '; '.join(f'{key}: {theirs.get(key)!r} in the checkpoint, {ours.get(key)!r} '
+                            'here' for key in sorted(set(ours) | set(theirs))
+                            if ours.get(key) != theirs.get(key))
     raise ValueError(f'{checkpoint.path.name} was made for another architecture: '
-                     f'{differences or theirs}')
+                     f'{differences or "its architecture hash differs"}')
+
+
+def _flatten(value, prefix: str = '') -> dict:
+    """A nested dict as {'outer.inner': value}."""
+    if not isinstance(value, dict):
+        return {prefix[:-1]: value}
+    flat = {}
+    for key, item in value.items():
+        flat.update(_flatten(item, f'{prefix}{key}.'))
+    return flat
 
 
 def save_checkpoint(directory: str | os.PathLike, prefix: str, step: int,
@@ -80,7 +111,7 @@ def save_checkpoint(directory: str | os.PathLike, prefix: str, step: int,
 
     Refuses to write non-finite weights: a NaN checkpoint would overwrite good ones.
     """
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = _non_finite(tensors)
     if bad:
         raise ValueError(f'refusing to save non-finite tensors: {bad[:5]}')
     directory = Path(directory)
@@ -126,8 +157,9 @@ class LoadedCheckpoint:
 
 
 def load_latest(directory: str | os.PathLike, prefix: str
-                ) -> tuple[LoadedCheckpoint | None, list[str]]:
-    """The newest readable checkpoint (None if there is none) and why newer ones were skipped."""
+                ) -> tuple[LoadedCheckpoint | None, list[tuple[Path, str]]]:
+    """The newest readable checkpoint (None if there is none) and the newer ones skipped,
+    each with the reason."""
     problems = []
     for path in checkpoints(directory, prefix):
         try:
@@ -138,27 +170,37 @@ def load_latest(directory: str | os.PathLike, prefix: str
             if int(header['schema_version']) != SCHEMA_VERSION:
                 raise ValueError(f"schema version {header['schema_version']}, "
                                  f'this code reads {SCHEMA_VERSION}')
+            bad = _non_finite(tensors)
+            if bad:  # flipped bits in the data section read back as numbers, maybe NaN
+                raise ValueError(f'non-finite values in {bad[:5]}')
             return LoadedCheckpoint(tensors, json.loads(header['metadata']), path), problems
         except (SafetensorError, OSError, ValueError, KeyError) as error:
-            problems.append(f'{path.name}: {error}')
+            problems.append((path, str(error)))
     return None, problems
 
 
-def resume(core, directory: str | os.PathLike, prefix: str) -> list[str]:
+def resume(core, directory: str | os.PathLike, prefix: str) -> tuple[str, bool]:
     """Load the newest readable checkpoint into `core` (anything with `.load`).
 
-    Returns what happened, one line per event, for the caller to log. A checkpoint that does
-    not fit the core raises ValueError: starting fresh instead would later prune the
+    Returns what happened, one line for the caller to log, and whether any checkpoint was
+    unreadable (worth a warning). Unreadable checkpoints newer than
+    the one resumed are renamed to `*.corrupt`: kept for inspection, never loaded or pruned
+    again, and no longer ranked above the checkpoints this run will write. A checkpoint that
+    does not fit the core raises ValueError: starting fresh instead would later prune the
     checkpoints the user meant to continue from.
     """
     loaded, problems = load_latest(directory, prefix)
-    notes = [f'skipped unreadable checkpoint {problem}' for problem in problems]
+    for path, _ in problems:
+        path.rename(path.with_name(path.name + '.corrupt'))
+    skipped = ''
+    if problems:
+        skipped = ' (set aside as *.corrupt, unreadable: ' + '; '.join(
+            f'{path.name}: {reason}' for path, reason in problems) + ')'
     if loaded is None:
-        notes.append(f'no usable {prefix} checkpoint in {directory}: starting fresh')
-    else:
-        try:
-            core.load(loaded)
-        except KeyError as missing:
-            raise ValueError(f'{loaded.path.name} lacks {missing} in its metadata') from None
-        notes.append(f'resumed from {loaded.path}')
-    return notes
+        return f'no usable {prefix} checkpoint in {directory}{skipped}: starting fresh', \
+            bool(problems)
+    try:
+        core.load(loaded)
+    except KeyError as missing:
+        raise ValueError(f'{loaded.path.name} lacks {missing} in its metadata') from None
+    return f'resumed from {loaded.path}{skipped}', bool(problems)

@@ -15,7 +15,12 @@ MAX_SIDE = 8192
 
 
 class ImageError(ValueError):
-    """An image message that cannot be turned into a frame; the message says why."""
+    """An image message that cannot be turned into a frame; the message says why, and
+    `reason` in a word: 'encoding', 'size', 'layout' (step or data length) or 'other'."""
+
+    def __init__(self, message: str, reason: str = 'other'):
+        super().__init__(message)
+        self.reason = reason
 
 
 def fill_bgr8(msg, frame: np.ndarray) -> None:
@@ -30,15 +35,17 @@ def image_to_bgr(encoding: str, height: int, width: int, step: int, data) -> np.
     """A HxWx3 uint8 BGR frame from an Image message's fields (data: bytes-like)."""
     channels = CHANNELS.get(encoding)
     if channels is None:
-        raise ImageError(f'unsupported encoding {encoding!r}; accepted: {sorted(CHANNELS)}')
+        raise ImageError(f'unsupported encoding {encoding!r}; accepted: {sorted(CHANNELS)}',
+                         'encoding')
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
-        raise ImageError(f'image size {width}x{height} outside 1..{MAX_SIDE}')
+        raise ImageError(f'image size {width}x{height} outside 1..{MAX_SIDE}', 'size')
     row = width * channels
     if step < row:
-        raise ImageError(f'step {step} is smaller than width*channels = {row}')
+        raise ImageError(f'step {step} is smaller than width*channels = {row}', 'layout')
     buffer = memoryview(data).cast('B')
     if len(buffer) < step * height:
-        raise ImageError(f'data holds {len(buffer)} bytes, step*height needs {step * height}')
+        raise ImageError(f'data holds {len(buffer)} bytes, step*height needs {step * height}',
+                         'layout')
     rows = np.frombuffer(buffer, np.uint8, count=step * height).reshape(height, step)
     image = rows[:, :row].reshape(height, width, channels)
     if encoding == 'bgr8':

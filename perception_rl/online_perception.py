@@ -9,9 +9,11 @@ import torch
 
 from perception_rl.aux_losses import AuxContext, AuxiliaryObjective, AuxLossConfig
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
-                                      restore_state, save_checkpoint, state_tensors)
+                                      generator_tensors, restore_generators, restore_state,
+                                      save_checkpoint, state_tensors)
 from perception_rl.encoder import EncoderConfig, VisualPerception, images_to_tensor
 from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
+from perception_rl.last_good import LastGood
 
 CHECKPOINT_PREFIX = 'perception'
 ACTION_DIM = 8
@@ -55,6 +57,11 @@ class PerceptionConfig:
     train_budget_ms: float = 0.0
     """Skip training on a frame when its lateness plus the expected time of a trained tick
     would pass this many ms; 0 never skips for time."""
+    nonfinite_patience: int = 10
+    """Training steps skipped for a non-finite loss or gradient, in a row, after which the
+    last good weights are restored."""
+    good_every: int = 100
+    """Training steps between copies of the weights kept as the last good ones."""
     seed: int = 0
     """Seed of the initial weights."""
     device: str = 'cpu'
@@ -134,13 +141,19 @@ class OnlinePerception:
         self.training = bool(self.aux.weights)
         self.train_steps = 0
         self.frames = 0
-        self.skipped_nonfinite = 0
+        self.last_good = LastGood(list(self._modules().values()), self.optimizer,
+                                  config.nonfinite_patience)
         self.skipped_cadence = 0
         self.skipped_budget = 0
         self.expected_tick_ms = 0.0
         self._prev: tuple[torch.Tensor, torch.Tensor] | None = None  # (features, roi centre)
         self._view_rng = np.random.default_rng(config.seed)
         self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def skipped_nonfinite(self) -> int:
+        """Training steps skipped for a non-finite loss or gradient."""
+        return self.last_good.skipped
 
     @property
     def learns(self) -> bool:
@@ -240,7 +253,8 @@ class OnlinePerception:
             cx, cy = rng.uniform(-1.0, 1.0, 2)
             roi = Roi.around(cx, cy, width, height, fovea_roi.width, fovea_roi.height)
             foveae.append(crop_fovea(frame, roi, c.fovea_size))
-            w, h = (rng.uniform(0.6, 1.0, 2) * (width, height)).astype(int)
+            # at least a pixel: 60 % of a 1-pixel-wide frame is still that pixel
+            w, h = np.maximum(1, (rng.uniform(0.6, 1.0, 2) * (width, height)).astype(int))
             x, y = rng.integers(0, width - w + 1), rng.integers(0, height - h + 1)
             peripheries.append(downsample_periphery(frame[y:y + h, x:x + w],
                                                     c.periphery_width, c.periphery_height))
@@ -264,10 +278,16 @@ class OnlinePerception:
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm)
         if not (torch.isfinite(loss) and torch.isfinite(norm)):
-            self.skipped_nonfinite += 1  # one bad frame must not poison the weights
+            # One bad frame must not poison the weights; a run of them means the weights
+            # themselves went bad.
+            if self.last_good.failed():
+                self.last_good.restore()
             return {}
         self.optimizer.step()
         self.train_steps += 1
+        self.last_good.succeeded()
+        if self.train_steps % self.config.good_every == 0:
+            self.last_good.snapshot()
         if self.target is not None:
             with torch.no_grad():
                 decay = self.config.target_decay
@@ -315,9 +335,11 @@ class OnlinePerception:
     def save(self, directory: str | Path, keep: int = 3) -> Path:
         """Write a checkpoint of weights, optimizer state and counters."""
         tensors, meta = state_tensors(self._modules(), {'adam': self.optimizer})
+        tensors.update(generator_tensors(self.aux.generators()))
         meta.update(kind=CHECKPOINT_PREFIX, architecture=self.architecture(),
                     architecture_hash=config_hash(self.architecture()),
-                    config=asdict(self.config), train_steps=self.train_steps)
+                    config=asdict(self.config), train_steps=self.train_steps,
+                    counters=self._counters(), view_rng=self._view_rng.bit_generator.state)
         return save_checkpoint(directory, CHECKPOINT_PREFIX, self.train_steps, tensors, meta,
                                keep)
 
@@ -328,5 +350,21 @@ class OnlinePerception:
                       {'adam': self.optimizer})
         for group in self.optimizer.param_groups:  # the configured rate, not the saved one
             group['lr'] = self.config.learning_rate
-        self.train_steps = int(checkpoint.metadata['train_steps'])
+        restore_generators(checkpoint.tensors, self.aux.generators())
+        meta = checkpoint.metadata
+        self.train_steps = int(meta['train_steps'])
+        counters = meta.get('counters', {})  # counters and RNG: absent from older checkpoints
+        self.frames = int(counters.get('frames', 0))
+        self.skipped_cadence = int(counters.get('skipped_cadence', 0))
+        self.skipped_budget = int(counters.get('skipped_budget', 0))
+        self.last_good.skipped = int(counters.get('skipped_nonfinite', 0))
+        self.last_good.restores = int(counters.get('restores', 0))
+        if 'view_rng' in meta:
+            self._view_rng.bit_generator.state = meta['view_rng']
+        self.last_good.snapshot()
         self.reset_history()
+
+    def _counters(self) -> dict[str, int]:
+        return {'frames': self.frames, 'skipped_cadence': self.skipped_cadence,
+                'skipped_budget': self.skipped_budget,
+                'skipped_nonfinite': self.last_good.skipped, 'restores': self.last_good.restores}

@@ -94,8 +94,8 @@ class PerceptionNode(Node):
         self._p = p
         if p['checkpoint_dir']:
             try:
-                for note in resume(self.core, p['checkpoint_dir'], CHECKPOINT_PREFIX):
-                    self.get_logger().info(note)
+                note, unreadable = resume(self.core, p['checkpoint_dir'], CHECKPOINT_PREFIX)
+                (self.get_logger().warning if unreadable else self.get_logger().info)(note)
             except ValueError as error:
                 raise ParameterError(f"parameter 'checkpoint_dir': {error}") from None
             self.create_timer(p['checkpoint_period'], self._save_checkpoint)
@@ -106,7 +106,12 @@ class PerceptionNode(Node):
         self._last_compressed: bool | None = None  # whether the last frame came compressed
         self.frames = 0
         self.rejected = 0
+        self.rejected_by: dict[str, int] = {}  # by ImageError.reason, or 'stamp'
         self.time_jumps = 0
+        self.rois_out_of_range = 0
+        self.frames_failed = 0
+        self.twists_non_finite = 0
+        self._frame_size: tuple[int, int] | None = None
         self.last_loss = float('nan')
         self._loss_sums: dict[str, float] = {}
         self._loss_count = 0
@@ -162,10 +167,21 @@ class PerceptionNode(Node):
 
     def _on_roi(self, msg: RegionOfInterest) -> None:
         self._roi = msg
+        if self._frame_size is not None:
+            width, height = self._frame_size
+            if msg.x_offset + msg.width > width or msg.y_offset + msg.height > height:
+                self.rois_out_of_range += 1
+                self.get_logger().warning(
+                    f'focus_roi {msg.x_offset},{msg.y_offset} {msg.width}x{msg.height} reaches '
+                    f'outside the {width}x{height} frame: clipped to it',
+                    throttle_duration_sec=5.0)
 
     def _on_twist(self, msg: Twist) -> None:
-        self._twist = twist_action([msg.linear.x, msg.linear.y, msg.linear.z,
-                                    msg.angular.x, msg.angular.y, msg.angular.z])
+        values = [msg.linear.x, msg.linear.y, msg.linear.z,
+                  msg.angular.x, msg.angular.y, msg.angular.z]
+        if not np.isfinite(values).all():
+            self.twists_non_finite += 1
+        self._twist = twist_action(values)
 
     def _current_roi(self, width: int, height: int) -> Roi:
         roi = self._roi
@@ -180,23 +196,25 @@ class PerceptionNode(Node):
         try:
             frame = image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data)
         except ImageError as error:
-            self.rejected += 1
-            self.get_logger().warning(f'image rejected: {error}', throttle_duration_sec=5.0)
+            self._reject(error.reason, str(error))
             return
-        self._on_frame(frame, Time.from_msg(msg.header.stamp), start, compressed=False)
+        self._on_frame(frame, msg.header.stamp, start, compressed=False)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
         start = time.perf_counter()
         try:
             frame = compressed_to_bgr(msg.data)
         except ImageError as error:
-            self.rejected += 1
-            self.get_logger().warning(f'compressed image rejected: {error}',
-                                      throttle_duration_sec=5.0)
+            self._reject(error.reason, f'compressed: {error}')
             return
-        self._on_frame(frame, Time.from_msg(msg.header.stamp), start, compressed=True)
+        self._on_frame(frame, msg.header.stamp, start, compressed=True)
 
-    def _on_frame(self, frame: np.ndarray, stamp: Time, start: float, compressed: bool) -> None:
+    def _on_frame(self, frame: np.ndarray, header_stamp, start: float, compressed: bool) -> None:
+        try:
+            stamp = Time.from_msg(header_stamp)
+        except ValueError as error:  # negative seconds
+            self._reject('stamp', f'header stamp {header_stamp.sec} s: {error}')
+            return
         if (self._last_stamp is not None and stamp == self._last_stamp
                 and compressed != self._last_compressed):
             return  # the frame just seen, through the other transport (a bag holding both)
@@ -207,9 +225,16 @@ class PerceptionNode(Node):
             self._ages.clear()
         self._last_stamp = stamp
         height, width = frame.shape[:2]
+        self._frame_size = (width, height)
         roi = self._current_roi(width, height)
         action = np.concatenate([self._twist, roi.centre(width, height)]).astype(np.float32)
-        step = self.core.step(frame, roi, action, self._lateness_ms(stamp))
+        try:
+            step = self.core.step(frame, roi, action, self._lateness_ms(stamp))
+        except Exception as error:  # noqa: BLE001 -- one frame must not take perception down
+            self.frames_failed += 1
+            self.get_logger().error(f'frame {width}x{height} not processed: {error!r}',
+                                    throttle_duration_sec=5.0)
+            return
         out = Float32MultiArray()
         out.layout.dim = [MultiArrayDimension(label='features', size=step.features.size,
                                               stride=step.features.size)]
@@ -226,6 +251,11 @@ class PerceptionNode(Node):
         if step.trained:
             self._train.add(step.train_ms)
         self._tick.add(1e3 * (time.perf_counter() - start))
+
+    def _reject(self, reason: str, why: str) -> None:
+        self.rejected += 1
+        self.rejected_by[reason] = self.rejected_by.get(reason, 0) + 1
+        self.get_logger().warning(f'image rejected: {why}', throttle_duration_sec=5.0)
 
     def _lateness_ms(self, stamp: Time) -> float:
         """How much later than usual this frame arrived: its age minus the smallest recent
@@ -252,7 +282,12 @@ class PerceptionNode(Node):
                   'tick_ms_p50': tick['p50'], 'tick_ms_p99': tick['p99'],
                   'forward_ms_p50': forward['p50'], 'train_ms_p50': train['p50'],
                   'train_ms_p99': train['p99'], 'images_rejected': self.rejected,
+                  **{f'images_rejected_{k}': v for k, v in self.rejected_by.items()},
+                  'rois_out_of_range': self.rois_out_of_range,
+                  'frames_failed': self.frames_failed,
+                  'cmd_vel_non_finite': self.twists_non_finite,
                   'nonfinite_steps_skipped': self.core.skipped_nonfinite,
+                  'weights_restored': self.core.last_good.restores,
                   'train_skipped_cadence': self.core.skipped_cadence,
                   'train_skipped_budget': self.core.skipped_budget,
                   'lateness_ms_p50': lateness['p50'], 'lateness_ms_p99': lateness['p99'],

@@ -1,4 +1,5 @@
 """PPO with curiosity and the focus head's REINFORCE, on one finished rollout at a time."""
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -6,6 +7,7 @@ import torch
 from torch import nn
 
 from perception_rl.actor_critic import ActorCritic
+from perception_rl.last_good import LastGood, all_finite
 from perception_rl.rollout import Rollout, compute_gae, discounted_returns
 from perception_rl.running_stats import RunningMeanStd
 
@@ -44,6 +46,13 @@ class PPOConfig:
     """Weight of the focus head's REINFORCE loss."""
     curiosity_coef: float = 1.0
     """Weight of the curiosity module's loss."""
+    nonfinite_patience: int = 10
+    """Gradient steps skipped for a non-finite loss or gradient, in a row, after which the
+    update is abandoned and the weights from before it restored."""
+
+
+class UpdateAbandoned(RuntimeError):
+    """An update stopped part-way; the learner is back at its state from before it."""
 
 
 class PPOLearner:
@@ -56,10 +65,50 @@ class PPOLearner:
             list(model.parameters()) + list(curiosity.parameters()), lr=config.learning_rate,
             eps=1e-5)
         self.intrinsic_stats = RunningMeanStd()
-        self._rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
+        """Shuffles the minibatches."""
+        self.last_good = LastGood([model, curiosity], self.optimizer, config.nonfinite_patience)
+        self._good_intrinsic = self.intrinsic_stats.state()
+        self.abort = threading.Event()
+        """Set from another thread to stop a running update (at shutdown, for the checkpoint)."""
 
     def update(self, rollout: Rollout) -> dict[str, float]:
-        """One PPO + curiosity + focus update; returns the losses and diagnostics."""
+        """One PPO + curiosity + focus update; returns the losses and diagnostics.
+
+        A non-finite loss or gradient skips that gradient step; `nonfinite_patience` of them in
+        a row, non-finite intrinsic rewards or weights, or `abort` abandon the update: the
+        weights, optimizer and intrinsic statistics go back to their state from before it, and
+        UpdateAbandoned says why.
+        """
+        if self.last_good.snapshot():
+            self._good_intrinsic = self.intrinsic_stats.state()
+        try:
+            stats = self._update(rollout)
+            if not all_finite([self.model, self.curiosity]):
+                raise UpdateAbandoned('non-finite weights after the update; weights restored '
+                                      'from before it')
+            return stats
+        except UpdateAbandoned:
+            self.last_good.restore(counted=not self.abort.is_set())
+            self.intrinsic_stats.load_state(self._good_intrinsic)
+            raise
+
+    def _step(self, loss: torch.Tensor, parameters: list[torch.Tensor]) -> None:
+        """Backward, clip and step, unless the loss or the gradient is not finite."""
+        if self.abort.is_set():
+            raise UpdateAbandoned('stopped from outside')
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            if self.last_good.failed():
+                raise UpdateAbandoned(f'{self.last_good.in_a_row} non-finite gradient steps in '
+                                      'a row; weights restored from before the update')
+            return
+        self.optimizer.step()
+        self.last_good.succeeded()
+
+    def _update(self, rollout: Rollout) -> dict[str, float]:
         c = self.config
         f = torch.as_tensor(rollout.features)
         nf = torch.as_tensor(rollout.next_features)
@@ -72,6 +121,9 @@ class PPOLearner:
         # divided by the running std of their discounted return (Burda et al. 2018, RND), so
         # that the intrinsic return stays of order one whatever the features' scale.
         raw_intrinsic = self.curiosity.intrinsic_reward(f, executed, nf).numpy()
+        if not np.isfinite(raw_intrinsic).all():
+            raise UpdateAbandoned('non-finite intrinsic rewards; weights restored from before '
+                                  'the update')
         self.intrinsic_stats.update(
             discounted_returns(raw_intrinsic, rollout.gaps, c.gamma_int)[:, None])
         intrinsic = raw_intrinsic / float(self.intrinsic_stats.std[0])
@@ -99,16 +151,13 @@ class PPOLearner:
         steps = len(rollout.rewards_ext)
         focus_norm_adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         focus_losses = []
-        for idx in np.array_split(self._rng.permutation(steps),
+        for idx in np.array_split(self.rng.permutation(steps),
                                   max(1, steps // c.minibatch_size)):
             idx = torch.as_tensor(idx)
             focus_log_probs = self.model.focus_policy(f[idx]).log_prob(focus[idx]).sum(dim=1)
             focus_loss = -(focus_log_probs * focus_norm_adv[idx]).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            (c.focus_coef * focus_loss).backward()
-            nn.utils.clip_grad_norm_([*self.model.focus.parameters(), self.model.focus_log_std],
-                                     c.max_grad_norm)
-            self.optimizer.step()
+            self._step(c.focus_coef * focus_loss,
+                       [*self.model.focus.parameters(), self.model.focus_log_std])
             focus_losses.append(focus_loss.item())
 
         stats = {'focus_loss': float(np.mean(focus_losses))}
@@ -116,7 +165,7 @@ class PPOLearner:
         for _ in range(c.epochs):
             epochs_run += 1
             kls = []
-            for idx in np.array_split(self._rng.permutation(steps),
+            for idx in np.array_split(self.rng.permutation(steps),
                                       max(1, steps // c.minibatch_size)):
                 idx = torch.as_tensor(idx)
                 log_probs, entropies = self.model.evaluate(f[idx], actions[idx])
@@ -140,12 +189,8 @@ class PPOLearner:
 
                 loss = (policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
                         + c.curiosity_coef * curiosity_loss)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # Gradient clipping.
-                nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]['params'],
-                                         c.max_grad_norm)
-                self.optimizer.step()
+                # Gradient clipping, and no step on a non-finite loss or gradient.
+                self._step(loss, self.optimizer.param_groups[0]['params'])
                 with torch.no_grad():  # approximate KL, Schulman's k3 estimator
                     kls.append(float(((ratio - 1) - log_ratio).mean()))
             # KL early stop.

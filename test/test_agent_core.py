@@ -1,4 +1,5 @@
 """The agent core: acting continues while the PPO update runs; updates change the policy."""
+import threading
 import time
 from dataclasses import replace
 
@@ -10,6 +11,7 @@ from perception_rl.actor_critic import ActorCritic, ActorCriticConfig
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.checkpoint import load_latest
 from perception_rl.curiosity import KINDS, CuriosityConfig
+from perception_rl.ppo import PPOConfig, UpdateAbandoned
 
 
 def _features(rng):
@@ -153,3 +155,77 @@ def test_discrete_log_probabilities_and_executed_actions():
     assert torch.allclose(log_probs, expected)
     assert torch.all(entropy > 0) and torch.all(entropy <= np.log(3) + 1e-6)
     assert torch.equal(model.executed(actions)[2], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_a_resumed_agent_continues_its_counters_and_random_draws(tmp_path):
+    agent = Agent(AgentConfig(rollout_length=32, seed=1, wait_for_update=True))
+    rng = np.random.default_rng(0)
+    for _ in range(70):
+        agent.act(_features(rng), reward=0.5)
+    agent.save(tmp_path)
+    resumed = Agent(AgentConfig(rollout_length=32, seed=99, wait_for_update=True))
+    loaded, _ = load_latest(tmp_path, 'agent')
+    resumed.load(loaded)
+    try:
+        assert (resumed.steps, resumed.updates) == (agent.steps, agent.updates)
+        assert resumed.learner.rng.random() == agent.learner.rng.random()
+        features = _features(rng)
+        assert np.array_equal(resumed.act(features).action, agent.act(features).action)
+    finally:
+        agent.close()
+        resumed.close()
+
+
+def test_an_update_that_goes_non_finite_is_abandoned_and_the_weights_restored():
+    config = AgentConfig(rollout_length=32, wait_for_update=True,
+                         ppo=PPOConfig(nonfinite_patience=3))
+    agent = Agent(config)
+    rng = np.random.default_rng(0)
+    good = {k: v.clone() for k, v in agent.learner.model.state_dict().items()}
+    with torch.no_grad():
+        agent.learner.model.critic_ext[0].weight[0, 0] = float('nan')  # a blown-up weight
+    try:
+        for _ in range(33):  # one full rollout
+            agent.act(_features(rng), reward=1.0)
+        assert agent._worker.wait_idle(30.0)
+        decision = agent.act(_features(rng))
+        assert isinstance(agent.last_error, UpdateAbandoned), agent.last_error
+        assert 'non-finite gradient steps' in str(agent.last_error)
+        assert agent.updates == 0 and agent.learner.last_good.restores == 1
+        assert agent.learner.last_good.skipped == 3
+        for key, value in agent.learner.model.state_dict().items():
+            assert torch.equal(value, good[key]), key
+        assert np.isfinite(decision.action).all()
+    finally:
+        agent.close()
+
+
+def test_saving_during_a_long_update_abandons_it_and_writes_the_state_before_it(tmp_path):
+    agent = Agent(AgentConfig(rollout_length=32, wait_for_update=True))
+    rng = np.random.default_rng(0)
+    before = {k: v.clone() for k, v in agent.learner.model.state_dict().items()}
+    started = threading.Event()
+    slow_loss = agent.learner.curiosity.loss
+
+    def slow(*args):  # an update that would take minutes
+        started.set()
+        time.sleep(0.05)
+        return slow_loss(*args)
+
+    agent.learner.curiosity.loss = slow
+    agent.learner.config = replace(agent.learner.config, epochs=10_000, target_kl=float('inf'))
+    try:
+        for _ in range(33):
+            agent.act(_features(rng))
+        assert started.wait(30.0)
+        start = time.monotonic()
+        path = agent.save(tmp_path, timeout=0.5)
+        assert time.monotonic() - start < 3.0
+        assert isinstance(agent.last_error, UpdateAbandoned)
+        assert agent.learner.last_good.restores == 0  # stopped on purpose, nothing went bad
+        loaded, _ = load_latest(tmp_path, 'agent')
+        assert loaded.path == path and loaded.metadata['updates'] == 0
+        for key, value in before.items():
+            assert torch.equal(loaded.tensors[f'policy.{key}'], value), key
+    finally:
+        agent.close()

@@ -1,9 +1,13 @@
-"""Frame sources: a real video file made here, the synthetic scene, and a missing camera."""
+"""Frame sources: a real video file made here, the synthetic scene, a missing camera, and the
+grabber that reads them on a thread."""
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
 
-from perception_rl.frame_sources import FrameSource, SourceError, SourceSpec
+from perception_rl.frame_sources import FrameGrabber, FrameSource, SourceError, SourceSpec
 
 
 @pytest.fixture
@@ -20,7 +24,8 @@ def video(tmp_path):
 
 @pytest.mark.parametrize('text, kind, target', [
     ('synthetic', 'synthetic', 'synthetic'), ('0', 'device', 0),
-    ('/dev/video2', 'device', '/dev/video2'), ('clip.mp4', 'file', 'clip.mp4')])
+    ('/dev/video2', 'device', '/dev/video2'), ('clip.mp4', 'file', 'clip.mp4'),
+    ('http://10.0.0.5/video.mjpg', 'stream', 'http://10.0.0.5/video.mjpg')])
 def test_source_parameter_is_parsed(text, kind, target):
     assert SourceSpec.parse(text) == SourceSpec(kind, target)
 
@@ -53,3 +58,49 @@ def test_synthetic_frames_move():
     first, second = source.read(), source.read()
     assert first.shape == (480, 640, 3) and first.dtype == np.uint8
     assert np.abs(first.astype(int) - second.astype(int)).mean() > 0.5
+
+
+def test_a_grabber_reads_on_request_and_a_hung_read_does_not_block_its_caller():
+    release = threading.Event()
+
+    class Source:  # a camera whose third read never returns until released
+        reads, closed, ended = 0, False, False
+
+        def read(self):
+            self.reads += 1
+            if self.reads == 3:
+                release.wait()
+            return np.full((2, 2, 3), self.reads, np.uint8)
+
+        def close(self):
+            self.closed = True
+
+    source = Source()
+    grabber = FrameGrabber(lambda: source)
+    for expected in (1, 2):
+        grabber.request()
+        deadline = time.monotonic() + 5.0
+        while not (result := grabber.take())[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert result[0] and result[1][0, 0, 0] == expected
+    grabber.request()
+    time.sleep(0.3)
+    assert grabber.take() == (False, None) and grabber.busy_for() >= 0.25
+    start = time.monotonic()
+    grabber.close()  # returns at once, the read still hanging
+    assert time.monotonic() - start < 0.1 and not source.closed
+    release.set()
+    grabber.close(timeout=5.0)
+    assert source.closed and source.reads == 3
+
+
+def test_a_grabber_reports_a_source_that_cannot_be_opened():
+    def missing():
+        raise SourceError('cannot open camera 7')
+
+    grabber = FrameGrabber(missing)
+    deadline = time.monotonic() + 5.0
+    while grabber.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 'camera 7' in str(grabber.error) and grabber.source is None
+    assert grabber.busy_for() == 0.0

@@ -71,3 +71,17 @@ def test_unknown_loss_and_missing_cuda_are_refused():
 def test_a_full_frame_roi_is_centred():
     assert Roi(0, 0, 640, 480).centre(640, 480) == (0.0, 0.0)
     assert Roi(0, 100, 640, 128).centre(640, 480)[0] == 0.0
+
+
+@pytest.mark.parametrize('spec', ['reconstruction', 'tpc+vicreg', 'contrastive+coherence',
+                                  'pisco'])
+def test_frames_of_any_size_train_and_give_finite_features(spec):
+    """A 1-pixel-wide frame once crashed vicreg's other views (an empty crop)."""
+    core = OnlinePerception(PerceptionConfig(aux=AuxLossConfig(spec=spec)))
+    rng = np.random.default_rng(0)
+    for height, width in [(1, 1), (1, 500), (500, 1), (7, 7), (120, 160)]:
+        frame = rng.integers(0, 256, (height, width, 3), np.uint8)
+        for _ in range(2):
+            step = core.step(frame, Roi.centred(width, height, 48, 48), np.zeros(ACTION_DIM))
+            assert step.features.shape == (64,) and np.isfinite(step.features).all()
+    assert core.train_steps > 0
