@@ -232,7 +232,7 @@ class Agent:
                     nonfinite_steps_skipped=self.learner.last_good.skipped,
                     restores=self.learner.last_good.restores,
                     ppo_rng=self.learner.rng.bit_generator.state,
-                    intrinsic_stats=self.learner.intrinsic_stats.state(),
+                    reward_stats=self.learner.reward_stats(),
                     feature_stats=self.feature_stats.state())
         return save_checkpoint(directory, CHECKPOINT_PREFIX, self.steps, tensors, meta, keep)
 
@@ -252,7 +252,8 @@ class Agent:
         restore_generators(checkpoint.tensors, {'actions': self._generator})
         if 'ppo_rng' in meta:
             self.learner.rng.bit_generator.state = meta['ppo_rng']
-        self.learner.intrinsic_stats.load_state(meta['intrinsic_stats'])
+        self.learner.load_reward_stats(meta['reward_stats'] if 'reward_stats' in meta
+                                       else {'intrinsic': meta['intrinsic_stats']})
         self.feature_stats.load_state(meta['feature_stats'])
         self.learner.last_good.snapshot()
         self.forget_previous()

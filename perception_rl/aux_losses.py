@@ -73,6 +73,9 @@ class AuxLossConfig:
     """Features at least this many steps back are the negatives; one step back is the positive."""
     temperature: float = 0.1
     """Softmax temperature of the contrastive term (cosine similarities)."""
+    reconstruction_fovea: float = 1.0
+    """Weight of redrawing the fovea view in the reconstruction term, against 1 for the
+    periphery; 0 redraws the periphery only."""
     reconstruction_memory: int = 0
     """Ticks (the two small views of their frames) kept by the reconstruction term and replayed
     one per tick, replacing the best-reconstructed when a worse one arrives (the live-video
@@ -240,19 +243,22 @@ class Decoder(nn.Module):
 
 
 class Reconstruction(nn.Module):
-    """reconstruction: decoders redraw both views from the features (the live-video seed
+    """reconstruction: decoders redraw the views from the features (the live-video seed
     redraws its frame), optionally replaying one frame a tick from a small loss-prioritised
     memory.
 
-    Both views, not only the periphery: a loss that asks only for the periphery teaches the
-    fovea stream to serve it, and the fovea's fine detail, the reason to have a fovea, fades
-    from the features (perception_rl/Foveation-v1, docs/learning_benchmark.md).
+    The fovea as well as the periphery (`reconstruction_fovea`): a loss that asks only for the
+    periphery teaches the fovea stream to serve it, and the fovea's fine detail, the reason to
+    have a fovea, fades from the features (perception_rl/Foveation-v1,
+    docs/learning_benchmark.md). The error is the periphery's plus the weighted fovea's, per
+    pixel.
     """
 
     def __init__(self, feature_dim: int, fovea_hw: tuple[int, int],
                  periphery_hw: tuple[int, int], config: AuxLossConfig):
         super().__init__()
-        self.fovea_decoder = Decoder(feature_dim, fovea_hw)
+        self.fovea_weight = config.reconstruction_fovea
+        self.fovea_decoder = Decoder(feature_dim, fovea_hw) if self.fovea_weight > 0 else None
         self.periphery_decoder = Decoder(feature_dim, periphery_hw)
         self.capacity = config.reconstruction_memory
         self.memory: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -261,9 +267,12 @@ class Reconstruction(nn.Module):
 
     def _errors(self, features: torch.Tensor, fovea: torch.Tensor,
                 periphery: torch.Tensor) -> torch.Tensor:
-        """Mean squared error of each redrawn frame [B], the two views weighted alike."""
-        return ((self.fovea_decoder(features) - fovea).pow(2).mean(dim=(1, 2, 3))
-                + (self.periphery_decoder(features) - periphery).pow(2).mean(dim=(1, 2, 3))) / 2
+        """The mean squared error of each redrawn frame [B]."""
+        errors = (self.periphery_decoder(features) - periphery).pow(2).mean(dim=(1, 2, 3))
+        if self.fovea_decoder is not None:
+            errors = errors + self.fovea_weight * (
+                self.fovea_decoder(features) - fovea).pow(2).mean(dim=(1, 2, 3))
+        return errors
 
     def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
         loss = self._errors(ctx.features, ctx.fovea, ctx.periphery).mean()

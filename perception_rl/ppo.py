@@ -46,6 +46,11 @@ class PPOConfig:
     """Weight of the focus head's REINFORCE loss."""
     curiosity_coef: float = 1.0
     """Weight of the curiosity module's loss."""
+    extrinsic_scale_floor: float = 1.0
+    """Extrinsic rewards are divided by the running std of their discounted return where that
+    exceeds this floor: a reward scale of hundreds cannot blow up the critic, while sparse
+    rewards of order one are left as they are (a std estimated from the few rewards seen early
+    would multiply them by thousands)."""
     nonfinite_patience: int = 10
     """Gradient steps skipped for a non-finite loss or gradient, in a row, after which the
     update is abandoned and the weights from before it restored."""
@@ -65,10 +70,11 @@ class PPOLearner:
             list(model.parameters()) + list(curiosity.parameters()), lr=config.learning_rate,
             eps=1e-5)
         self.intrinsic_stats = RunningMeanStd()
+        self.extrinsic_stats = RunningMeanStd()
         self.rng = np.random.default_rng(seed)
         """Shuffles the minibatches."""
         self.last_good = LastGood([model, curiosity], self.optimizer, config.nonfinite_patience)
-        self._good_intrinsic = self.intrinsic_stats.state()
+        self._good_stats = self.reward_stats()
         self.abort = threading.Event()
         """Set from another thread to stop a running update (at shutdown, for the checkpoint)."""
 
@@ -81,7 +87,7 @@ class PPOLearner:
         UpdateAbandoned says why.
         """
         if self.last_good.snapshot():
-            self._good_intrinsic = self.intrinsic_stats.state()
+            self._good_stats = self.reward_stats()
         try:
             stats = self._update(rollout)
             if not all_finite([self.model, self.curiosity]):
@@ -90,8 +96,23 @@ class PPOLearner:
             return stats
         except UpdateAbandoned:
             self.last_good.restore(counted=not self.abort.is_set())
-            self.intrinsic_stats.load_state(self._good_intrinsic)
+            self.load_reward_stats(self._good_stats)
             raise
+
+    def extrinsic_scale(self) -> float:
+        """What extrinsic rewards are divided by: their return's running std, at least the
+        floor."""
+        return max(float(self.extrinsic_stats.std[0]), self.config.extrinsic_scale_floor)
+
+    def reward_stats(self) -> dict[str, list]:
+        """The running statistics that scale the rewards, for a checkpoint."""
+        return {'intrinsic': self.intrinsic_stats.state(),
+                'extrinsic': self.extrinsic_stats.state()}
+
+    def load_reward_stats(self, stats: dict[str, list]) -> None:
+        self.intrinsic_stats.load_state(stats['intrinsic'])
+        if 'extrinsic' in stats:  # absent from older checkpoints
+            self.extrinsic_stats.load_state(stats['extrinsic'])
 
     def _step(self, loss: torch.Tensor, parameters: list[torch.Tensor]) -> None:
         """Backward, clip and step, unless the loss or the gradient is not finite."""
@@ -127,6 +148,10 @@ class PPOLearner:
         self.intrinsic_stats.update(
             discounted_returns(raw_intrinsic, rollout.gaps, c.gamma_int)[:, None])
         intrinsic = raw_intrinsic / float(self.intrinsic_stats.std[0])
+        cuts = np.maximum(rollout.dones, rollout.gaps)
+        self.extrinsic_stats.update(
+            discounted_returns(rollout.rewards_ext, cuts, c.gamma_ext)[:, None])
+        extrinsic = (rollout.rewards_ext / self.extrinsic_scale()).astype(np.float32)
 
         # V(s_{t+1}): the stored value of the next row where it follows on, the critic's
         # value of the stored next observation where the stream broke (or the rollout ends).
@@ -135,8 +160,7 @@ class PPOLearner:
         gaps = rollout.gaps > 0
         next_ext = np.where(gaps, gap_ext, np.append(rollout.values_ext[1:], 0.0))
         next_int = np.where(gaps, gap_int, np.append(rollout.values_int[1:], 0.0))
-        cuts = np.maximum(rollout.dones, rollout.gaps)
-        adv_ext, ret_ext = compute_gae(rollout.rewards_ext, rollout.values_ext, next_ext,
+        adv_ext, ret_ext = compute_gae(extrinsic, rollout.values_ext, next_ext,
                                        rollout.dones, cuts, c.gamma_ext, c.gae_lambda)
         no_dones = np.zeros_like(rollout.dones)  # curiosity does not stop at episode ends
         adv_int, ret_int = compute_gae(intrinsic.astype(np.float32), rollout.values_int,

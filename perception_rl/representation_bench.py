@@ -51,11 +51,13 @@ class Arm:
     frozen_conv_layers: int = 0
     learning_rate: float = 3e-4
     reconstruction_memory: int = 0
+    reconstruction_fovea: float = AuxLossConfig.reconstruction_fovea
 
     def config(self, seed: int) -> PerceptionConfig:
         return PerceptionConfig(
             aux=replace(AuxLossConfig(), spec=self.aux,
-                        reconstruction_memory=self.reconstruction_memory),
+                        reconstruction_memory=self.reconstruction_memory,
+                        reconstruction_fovea=self.reconstruction_fovea),
             learning_rate=self.learning_rate,
             target_decay=self.target_decay, publish=self.publish,
             frozen_conv_layers=self.frozen_conv_layers, seed=seed)
@@ -75,6 +77,12 @@ ARMS = {
     'pisco+vicreg': Arm('pisco+vicreg'),
     'reconstruction+memory': Arm('reconstruction', reconstruction_memory=32),
     'reconstruction/lr1e-4': Arm('reconstruction', learning_rate=1e-4),
+    'reconstruction/lr1e-4/fovea0': Arm('reconstruction', learning_rate=1e-4,
+                                        reconstruction_fovea=0.0),
+    'reconstruction/lr1e-4/fovea0.25': Arm('reconstruction', learning_rate=1e-4,
+                                           reconstruction_fovea=0.25),
+    'reconstruction/lr1e-4/fovea0.1': Arm('reconstruction', learning_rate=1e-4,
+                                          reconstruction_fovea=0.1),
     'tpc/lr1e-4': Arm('tpc', learning_rate=1e-4),
     'tpc+reconstruction/lr1e-4': Arm('tpc+reconstruction', learning_rate=1e-4),
     'tpc+contrastive+vicreg': Arm('tpc+contrastive+vicreg'),

@@ -43,6 +43,38 @@ def test_update_runs_in_the_worker_while_acting_goes_on():
         agent.close()
 
 
+def _after_updates(reward_scale: float) -> tuple[float, float, float]:
+    """(value loss of the last update, extrinsic return std, extrinsic scale) after 4 updates
+    on rewards of the given scale (the same reward sequence, scaled)."""
+    agent = Agent(AgentConfig(rollout_length=64, seed=4, wait_for_update=True))
+    rng = np.random.default_rng(5)
+    try:
+        for _ in range(4 * 64 + 1):
+            agent.act(_features(rng), reward=reward_scale * rng.standard_normal())
+        while agent.updating:
+            time.sleep(0.01)
+        agent.act(_features(rng))  # adopts the 4th update
+        assert agent.updates == 4
+        learner = agent.learner
+        return (agent.last_update['value_loss'], float(learner.extrinsic_stats.std[0]),
+                learner.extrinsic_scale())
+    finally:
+        agent.close()
+
+
+def test_rewards_are_scaled_by_their_return_std_above_the_floor():
+    loss_1, std_1, scale_1 = _after_updates(1.0)
+    loss_3, std_3, scale_3 = _after_updates(3.0)  # within the clip (10) up to 3.3 sigma
+    _, std_small, scale_small = _after_updates(0.01)
+    assert std_3 / std_1 == pytest.approx(3.0, rel=0.02) and std_1 > 1.0 > std_small
+    assert (scale_1, scale_3) == (std_1, std_3)
+    # Scaled by the return's std, rewards 3 times larger train the critic alike (unscaled,
+    # the value loss would be 9 times larger) ...
+    assert loss_3 == pytest.approx(loss_1, rel=0.2)
+    # ... while rewards whose return varies less than the floor are not scaled up.
+    assert scale_small == 1.0
+
+
 def test_not_learning_stores_nothing():
     agent = Agent(AgentConfig(rollout_length=16))
     agent.learning = False
@@ -69,6 +101,8 @@ def test_checkpoint_round_trip_continues_counters_and_weights(tmp_path):
     for a, b in zip(agent.learner.model.parameters(), resumed.policy.parameters()):
         assert torch.equal(a, b)
     assert resumed.learner.intrinsic_stats.count == agent.learner.intrinsic_stats.count
+    assert resumed.learner.extrinsic_stats.count == agent.learner.extrinsic_stats.count
+    assert np.array_equal(resumed.learner.extrinsic_stats.var, agent.learner.extrinsic_stats.var)
     assert np.array_equal(resumed.feature_stats.mean, agent.feature_stats.mean)
     assert resumed.feature_stats.count == agent.feature_stats.count == pytest.approx(70, abs=1e-3)
     resumed.close()
