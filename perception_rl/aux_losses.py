@@ -73,9 +73,11 @@ class AuxLossConfig:
     """Features at least this many steps back are the negatives; one step back is the positive."""
     temperature: float = 0.1
     """Softmax temperature of the contrastive term (cosine similarities)."""
-    reconstruction_fovea: float = 1.0
+    reconstruction_fovea: float = 0.0
     """Weight of redrawing the fovea view in the reconstruction term, against 1 for the
-    periphery; 0 redraws the periphery only."""
+    periphery; 0 redraws the periphery only. 0 reads the scene state best in the
+    representation benchmark; an agent that must read the fovea's fine detail needs 0.1 or
+    more, or online training erases that detail (docs/learning_benchmark.md)."""
     reconstruction_memory: int = 0
     """Ticks (the two small views of their frames) kept by the reconstruction term and replayed
     one per tick, replacing the best-reconstructed when a worse one arrives (the live-video

@@ -72,6 +72,10 @@ def main(argv=None) -> None:
     defaults = TrainConfig('', 0)
     trainer.add_argument('--aux-loss', default=defaults.aux_loss,
                          help="perception's auxiliary loss ('none': frozen random encoder)")
+    trainer.add_argument('--reconstruction-fovea', type=float,
+                         default=defaults.reconstruction_fovea,
+                         help='weight of redrawing the fovea in the reconstruction loss (0: the '
+                              'periphery only; 0.1 or more keeps fine foveal detail)')
     trainer.add_argument('--curiosity', default=defaults.curiosity, choices=KINDS)
     trainer.add_argument('--intrinsic-coef', type=float, default=defaults.intrinsic_coef)
     trainer.add_argument('--envs', type=int, default=defaults.envs,
@@ -122,7 +126,8 @@ def main(argv=None) -> None:
         sys.exit(run_job(args.source, args.duration or None, args.out, args.params_file))
     if args.command == 'train':
         config = TrainConfig(
-            args.env, args.steps, args.seed, aux_loss=args.aux_loss, curiosity=args.curiosity,
+            args.env, args.steps, args.seed, aux_loss=args.aux_loss,
+            reconstruction_fovea=args.reconstruction_fovea, curiosity=args.curiosity,
             intrinsic_coef=args.intrinsic_coef, envs=args.envs,
             rollout_length=args.rollout_length,
             roi_fraction=args.roi_fraction, fixed_fovea=args.fixed_fovea)

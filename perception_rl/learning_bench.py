@@ -25,6 +25,9 @@ from perception_rl.trainer import TrainConfig, read_episodes, train
 
 ARMS = ('frozen', 'online', 'fixed-fovea', 'sb3-ppo')
 TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1')
+TASK_OPTIONS = {'perception_rl/Foveation-v1': {'reconstruction_fovea': 0.1}}
+"""Trainer options a task needs: the foveation task is about fine foveal detail, which a
+reconstruction of the periphery alone erases from online perception's features."""
 FINAL_SHARE = 0.1
 """The last tenth of the steps: where the final return is averaged."""
 LEVEL = 0.8
@@ -38,7 +41,8 @@ def run_arm(arm: str, env_id: str, seed: int, steps: int, out: str) -> dict:
         steps_per_s = _run_sb3(env_id, seed, steps, run_dir)
     else:
         config = TrainConfig(env_id, steps, seed, fixed_fovea=arm == 'fixed-fovea',
-                             aux_loss='none' if arm == 'frozen' else TrainConfig.aux_loss)
+                             aux_loss='none' if arm == 'frozen' else TrainConfig.aux_loss,
+                             **TASK_OPTIONS.get(env_id, {}))
         steps_per_s = train(config, run_dir, progress=False)['steps_per_s']
     episodes = read_episodes(run_dir / 'episodes.csv')
     final = episodes[episodes[:, 0] > (1.0 - FINAL_SHARE) * steps]

@@ -36,6 +36,10 @@ PARAMETERS = [
     ParamSpec('reconstruction_memory', 0, 'Frames (their fovea and periphery views) the '
               'reconstruction loss keeps and replays, one per tick; 0 stores no frames',
               low=0, high=1024),
+    ParamSpec('reconstruction_fovea', AuxLossConfig.reconstruction_fovea, 'Weight of '
+              'redrawing the fovea view in the reconstruction loss, against 1 for the '
+              'periphery; 0 redraws the periphery only (0.1 or more keeps fine foveal detail '
+              'in the features)', low=0.0, high=100.0),
     ParamSpec('policy_actions', 2, "pisco: how many Twist components the agent controls (its "
               "'controlled_axes')", low=1, high=6),
     ParamSpec('train', True, 'Train on incoming frames (false: features from the frozen '
@@ -81,6 +85,7 @@ class PerceptionNode(Node):
                             periphery_height=p['periphery_height']),
             aux=replace(AuxLossConfig(), spec=p['aux_loss'],
                         reconstruction_memory=p['reconstruction_memory'],
+                        reconstruction_fovea=p['reconstruction_fovea'],
                         policy_actions=p['policy_actions']),
             learning_rate=p['learning_rate'], target_decay=p['target_decay'],
             publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],

@@ -77,8 +77,6 @@ ARMS = {
     'pisco+vicreg': Arm('pisco+vicreg'),
     'reconstruction+memory': Arm('reconstruction', reconstruction_memory=32),
     'reconstruction/lr1e-4': Arm('reconstruction', learning_rate=1e-4),
-    'reconstruction/lr1e-4/fovea0': Arm('reconstruction', learning_rate=1e-4,
-                                        reconstruction_fovea=0.0),
     'reconstruction/lr1e-4/fovea0.25': Arm('reconstruction', learning_rate=1e-4,
                                            reconstruction_fovea=0.25),
     'reconstruction/lr1e-4/fovea0.1': Arm('reconstruction', learning_rate=1e-4,

@@ -40,6 +40,8 @@ class TrainConfig:
     steps: int
     seed: int = 0
     aux_loss: str = AuxLossConfig.spec
+    reconstruction_fovea: float = AuxLossConfig.reconstruction_fovea
+    """Weight of redrawing the fovea in the reconstruction loss (0: the periphery only)."""
     """The perception loss; 'none' keeps the random encoder frozen."""
     envs: int = 8
     """Environments stepped in lock-step; perception and the agent take them as one batch."""
@@ -118,7 +120,8 @@ def train(config: TrainConfig, out: Path, progress: bool = True) -> dict:
             raise ValueError('--aux-loss pisco needs a continuous-action agent; '
                              f'{config.env_id} has discrete actions')
         core = OnlinePerception(PerceptionConfig(
-            aux=replace(AuxLossConfig(), spec=config.aux_loss, policy_actions=task.action_dim),
+            aux=replace(AuxLossConfig(), spec=config.aux_loss, policy_actions=task.action_dim,
+                        reconstruction_fovea=config.reconstruction_fovea),
             action_dim=task.action_dim + 2, learning_rate=config.perception_learning_rate,
             train_every=config.train_every, seed=config.seed))
         agent = Agent(AgentConfig(

@@ -81,6 +81,18 @@ def test_reconstruction_memory_keeps_at_most_its_capacity_of_frames():
     assert _core('reconstruction').aux.terms['reconstruction'].capacity == 0
 
 
+def test_reconstruction_redraws_the_fovea_only_when_it_is_weighted():
+    assert _core('reconstruction').aux.terms['reconstruction'].fovea_decoder is None
+    core = OnlinePerception(PerceptionConfig(aux=replace(
+        AuxLossConfig(), spec='reconstruction', reconstruction_fovea=0.5)))
+    decoder = core.aux.terms['reconstruction'].fovea_decoder
+    before = [p.detach().clone() for p in decoder.parameters()]
+    for frame in _frames(5):
+        core.step(frame, ROI, np.zeros(ACTION_DIM, np.float32))
+    assert core.train_steps == 4
+    assert all(not torch.equal(a, b) for a, b in zip(before, decoder.parameters()))
+
+
 def test_training_every_k_frames_and_within_a_budget_counts_what_it_skips():
     core = _core(train_every=3)
     steps = [core.step(f, ROI, np.zeros(ACTION_DIM, np.float32)) for f in _frames(30)]
