@@ -10,6 +10,7 @@ from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Bool, Float32, Float32MultiArray, Int32, MultiArrayDimension
 
@@ -26,7 +27,7 @@ from perception_rl.node_params import ParameterError, ParamSpec, declare_paramet
 from perception_rl.policy_weights import flatten_policy
 from perception_rl.ppo import PPOConfig
 from perception_rl.scalar_log import ScalarLog
-from perception_rl.timing import LatencyWindow
+from perception_rl.timing import FrameTrace, LatencyWindow
 
 FEATURE_DIM = 64
 PARAMETERS = [
@@ -63,7 +64,11 @@ PARAMETERS = [
     ParamSpec('checkpoint_period', 300.0, 'Seconds between periodic checkpoints',
               low=1.0, high=86400.0),
     ParamSpec('log_dir', '', "TensorBoard directory ('' for none)"),
+    ParamSpec('trace_file', '', "CSV of each decision's timestamps and act time, for "
+              "perception-rl bench ('' for none)"),
 ]
+TRACE_FIELDS = ('features_seq', 'start_ns', 'act_ms', 'updating', 'cmd_seq', 'published_ns',
+                'end_ns')
 
 
 class AgentNode(Node):
@@ -108,6 +113,8 @@ class AgentNode(Node):
         self._stale = True
         self._tick = LatencyWindow()
         self._tick_updating = LatencyWindow()  # the ticks while a PPO update runs
+        self._trace = FrameTrace(p['trace_file'], TRACE_FIELDS) if p['trace_file'] else None
+        self.commands_published = 0  # cmd_vel's DDS sequence number, watchdog's zeros included
         self._cmd_pub = self.create_publisher(Twist, 'cmd_vel', qos.LATEST,
                                               qos_overriding_options=qos.overridable())
         self._roi_pub = self.create_publisher(RegionOfInterest, 'focus_roi', qos.LATEST)
@@ -145,8 +152,9 @@ class AgentNode(Node):
     def _on_episode_end(self, msg: Bool) -> None:
         self._episode_ended |= bool(msg.data)
 
-    def _on_features(self, msg: Float32MultiArray) -> None:
+    def _on_features(self, msg: Float32MultiArray, info: MessageInfo) -> None:
         start = time.perf_counter()
+        start_ns = time.time_ns()
         updating = self.agent.updating
         features = np.asarray(msg.data, np.float32)
         if features.shape != (FEATURE_DIM,) or not np.isfinite(features).all():
@@ -160,10 +168,12 @@ class AgentNode(Node):
         if self._stale:  # inputs resumed: the gap is not a transition
             self.agent.forget_previous()
         decision = self.agent.act(features, reward, ended)
+        act_ms = 1e3 * (time.perf_counter() - start)
         if self._action_pub is not None:
             self._action_pub.publish(Int32(data=int(decision.action[0])))
         else:
             self._publish_command(self.command_spec.command(decision.action))
+        published_ns = time.time_ns()
         roi = Roi.around(float(decision.focus[0]), float(decision.focus[1]),
                          self._p['image_width'], self._p['image_height'],
                          self._p['roi_width'], self._p['roi_height'])
@@ -176,6 +186,9 @@ class AgentNode(Node):
         self._tick.add(tick_ms)
         if updating:
             self._tick_updating.add(tick_ms)
+        if self._trace is not None:
+            self._trace.row(info['publication_sequence_number'], start_ns, act_ms, updating,
+                            self.commands_published, published_ns, time.time_ns())
 
     def _publish_command(self, values: dict[str, float]) -> None:
         msg = Twist()
@@ -183,6 +196,7 @@ class AgentNode(Node):
             group, component = axis.split('.')
             setattr(getattr(msg, group), component, value)
         self._cmd_pub.publish(msg)
+        self.commands_published += 1
 
     def _publish_policy(self) -> None:
         """The acting policy, for perception's pisco loss (policy_weights.py); pisco compares
@@ -253,6 +267,8 @@ class AgentNode(Node):
             self._save_checkpoint(timeout=3.0)
         self.agent.close()
         self._scalars.close()
+        if self._trace is not None:
+            self._trace.close()
 
 
 def main(args=None):

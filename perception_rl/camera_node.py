@@ -11,7 +11,7 @@ from perception_rl.health import ERROR, OK, WARN, HealthPublisher
 from perception_rl.image_conversion import fill_bgr8
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
-from perception_rl.timing import LatencyWindow
+from perception_rl.timing import FrameTrace, LatencyWindow
 
 PARAMETERS = [
     ParamSpec('source', 'synthetic',
@@ -24,7 +24,10 @@ PARAMETERS = [
     ParamSpec('frame_id', 'camera', 'frame_id of the published image headers'),
     ParamSpec('loop', True, 'Restart a video file at its end (otherwise publishing stops)'),
     ParamSpec('seed', 0, 'Seed of the synthetic scene', low=0, high=2**31 - 1),
+    ParamSpec('trace_file', '', "CSV of each frame's timestamps, for perception-rl bench "
+              "('' for none)"),
 ]
+TRACE_FIELDS = ('stamp_ns', 'tick_ns', 'publish_ns', 'published_ns')
 RETRY_MAX_S = 30.0
 """Longest wait between attempts to open a missing source."""
 
@@ -49,6 +52,7 @@ class CameraNode(Node):
         self.published = 0
         self._status = 'starting'
         self._tick = LatencyWindow()
+        self._trace = FrameTrace(p['trace_file'], TRACE_FIELDS) if p['trace_file'] else None
         self._open_source()
         self._timer = self.create_timer(1.0 / p['framerate'], self._on_tick)
         self._health = HealthPublisher(self, self._report, hardware_id=str(p['source']))
@@ -71,6 +75,7 @@ class CameraNode(Node):
 
     def _on_tick(self) -> None:
         start = time.perf_counter()
+        tick_ns = time.time_ns()
         if self._source is None:
             if time.monotonic() >= self._next_open:
                 self._open_source()
@@ -81,11 +86,15 @@ class CameraNode(Node):
             return
         self._failed_reads = 0
         msg = Image()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        stamp = self.get_clock().now()
+        msg.header.stamp = stamp.to_msg()
         msg.header.frame_id = self._p['frame_id']
         fill_bgr8(msg, frame)
+        publish_ns = time.time_ns()
         self._publisher.publish(msg)
         self.published += 1
+        if self._trace is not None:
+            self._trace.row(stamp.nanoseconds, tick_ns, publish_ns, time.time_ns())
         self._tick.add(1e3 * (time.perf_counter() - start))
 
     def _on_missing_frame(self) -> None:
@@ -113,6 +122,8 @@ class CameraNode(Node):
     def shutdown(self) -> None:
         if self._source is not None:
             self._source.close()
+        if self._trace is not None:
+            self._trace.close()
 
 
 def main(args=None):

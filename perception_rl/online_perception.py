@@ -81,6 +81,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def available_device(name: str, logger) -> str:
+    """A node's `device` parameter, with 'cuda' falling back to 'cpu' (and one warning saying
+    so) where torch sees no CUDA device: a robot keeps acting on a machine without a GPU."""
+    if name == 'cuda' and not torch.cuda.is_available():
+        logger.warning("device 'cuda' asked for, but torch sees no CUDA device (a CPU build "
+                       "of torch, or no GPU): running on cpu")
+        return 'cpu'
+    return name
+
+
 def validate(config: PerceptionConfig) -> None:
     """ValueError naming the setting when the configuration cannot run."""
     config.aux.weights  # noqa: B018 -- parsing raises on a bad aux_loss

@@ -22,11 +22,11 @@ from perception_rl.image_conversion import ImageError, image_to_bgr
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
 from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, OnlinePerception,
-                                             PerceptionConfig)
+                                             PerceptionConfig, available_device)
 from perception_rl.policy_weights import unflatten_policy
 from perception_rl.representation_health import RepresentationHealth
 from perception_rl.scalar_log import ScalarLog
-from perception_rl.timing import LatencyWindow
+from perception_rl.timing import FrameTrace, LatencyWindow
 
 PARAMETERS = [
     ParamSpec('aux_loss', AuxLossConfig.spec, 'Self-supervised losses trained online, joined '
@@ -64,7 +64,11 @@ PARAMETERS = [
     ParamSpec('checkpoint_period', 300.0, 'Seconds between periodic checkpoints',
               low=1.0, high=86400.0),
     ParamSpec('log_dir', '', "TensorBoard directory ('' for none)"),
+    ParamSpec('trace_file', '', "CSV of each frame's timestamps and stage times, for "
+              "perception-rl bench ('' for none)"),
 ]
+TRACE_FIELDS = ('stamp_ns', 'start_ns', 'forward_ms', 'train_ms', 'trained', 'features_seq',
+                'published_ns', 'end_ns')
 ACTION_LIMIT = 5.0
 """cmd_vel components are clipped to +-this before perception conditions on them."""
 
@@ -87,7 +91,7 @@ class PerceptionNode(Node):
             learning_rate=p['learning_rate'], target_decay=p['target_decay'],
             publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],
             train_every=p['train_every'], train_budget_ms=p['train_budget_ms'],
-            seed=p['seed'], device=p['device'])
+            seed=p['seed'], device=available_device(p['device'], self.get_logger()))
         try:
             self.core = OnlinePerception(config)
         except ValueError as error:  # no CUDA, or publish 'target' without a target
@@ -117,6 +121,7 @@ class PerceptionNode(Node):
         self._ages: deque[float] = deque(maxlen=200)
         self._lateness = LatencyWindow()
         self._representation = RepresentationHealth()
+        self._trace = FrameTrace(p['trace_file'], TRACE_FIELDS) if p['trace_file'] else None
         self.policies_received = 0
         self.policies_rejected = 0
         self._publisher = self.create_publisher(
@@ -177,6 +182,7 @@ class PerceptionNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         start = time.perf_counter()
+        start_ns = time.time_ns()
         try:
             frame = image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data)
         except ImageError as error:
@@ -198,6 +204,7 @@ class PerceptionNode(Node):
                                               stride=step.features.size)]
         out.data = step.features.tolist()
         self._publisher.publish(out)
+        published_ns = time.time_ns()
         self._representation.add(step.features)
         self.frames += 1
         for key, value in step.loss_terms.items():
@@ -209,6 +216,9 @@ class PerceptionNode(Node):
         if step.trained:
             self._train.add(step.train_ms)
         self._tick.add(1e3 * (time.perf_counter() - start))
+        if self._trace is not None:  # features_seq: this publisher's DDS sequence number
+            self._trace.row(stamp.nanoseconds, start_ns, step.forward_ms, step.train_ms,
+                            step.trained, self.frames, published_ns, time.time_ns())
 
     def _lateness_ms(self, stamp: Time) -> float:
         """How much later than usual this frame arrived: its age minus the smallest recent
@@ -257,6 +267,8 @@ class PerceptionNode(Node):
         if self._p['checkpoint_dir']:
             self._save_checkpoint()
         self._scalars.close()
+        if self._trace is not None:
+            self._trace.close()
 
 
 def main(args=None):
