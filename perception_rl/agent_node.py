@@ -20,6 +20,7 @@ from perception_rl.agent import CHECKPOINT_PREFIX, Agent, AgentConfig
 from perception_rl.checkpoint import resume
 from perception_rl.commands import TWIST_AXES, CommandSpec
 from perception_rl.curiosity import KINDS, CuriosityConfig
+from perception_rl.devices import DEVICES, available_device
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import ERROR, OK, WARN, HealthPublisher
 from perception_rl.node_main import run_node
@@ -59,6 +60,9 @@ PARAMETERS = [
     ParamSpec('input_timeout', 0.5, 'Seconds without features after which only zero '
               'commands are published', low=0.05, high=10.0),
     ParamSpec('seed', 0, 'Seed of the weights and the action sampling', low=0, high=2**31 - 1),
+    ParamSpec('device', 'cpu', "Torch device of the PPO and curiosity updates; acting stays on "
+              "the CPU ('cuda' falls back to 'cpu' with a warning where there is no GPU)",
+              choices=DEVICES),
     ParamSpec('checkpoint_dir', '', "Directory to resume from and save checkpoints to "
               "('' for none)"),
     ParamSpec('checkpoint_period', 300.0, 'Seconds between periodic checkpoints',
@@ -90,7 +94,8 @@ class AgentNode(Node):
             ppo=replace(PPOConfig(), learning_rate=p['learning_rate'],
                         int_coef=p['intrinsic_coef']),
             curiosity=replace(CuriosityConfig(), kind=p['curiosity']),
-            rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'])
+            rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'],
+            device=available_device(p['device'], self.get_logger()))
         self.agent = Agent(config)
         self.agent.learning = p['learn']
         self._p = p

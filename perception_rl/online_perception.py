@@ -10,6 +10,7 @@ import torch
 from perception_rl.aux_losses import AuxContext, AuxiliaryObjective, AuxLossConfig
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
                                       restore_state, save_checkpoint, state_tensors)
+from perception_rl.devices import resolve_device, synchronize
 from perception_rl.encoder import EncoderConfig, VisualPerception, images_to_tensor
 from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
 
@@ -67,28 +68,6 @@ class PerceptionStep:
     """Time of the view extraction and forward pass (both encoders)."""
     train_ms: float
     """Time of the loss, backward pass and optimizer step (0 when none ran)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """cpu, cuda or auto -> a torch device; cuda without a GPU is an error, not a fallback."""
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name == 'cuda' and not torch.cuda.is_available():
-        raise ValueError("'device' is 'cuda' but torch sees no CUDA device "
-                         "(use 'cpu' or 'auto')")
-    if name not in ('cpu', 'cuda'):
-        raise ValueError(f"'device' must be cpu, cuda or auto, not {name!r}")
-    return torch.device(name)
-
-
-def available_device(name: str, logger) -> str:
-    """A node's `device` parameter, with 'cuda' falling back to 'cpu' (and one warning saying
-    so) where torch sees no CUDA device: a robot keeps acting on a machine without a GPU."""
-    if name == 'cuda' and not torch.cuda.is_available():
-        logger.warning("device 'cuda' asked for, but torch sees no CUDA device (a CPU build "
-                       "of torch, or no GPU): running on cpu")
-        return 'cpu'
-    return name
 
 
 def validate(config: PerceptionConfig) -> None:
@@ -191,6 +170,7 @@ class OnlinePerception:
         if self.target is not None:
             with torch.no_grad():
                 key = self.target(fovea, periphery)
+        synchronize(self.device)
         forward_done = time.perf_counter()
         terms: dict[str, float] = {}
         if train:
@@ -201,6 +181,7 @@ class OnlinePerception:
         published = key if self.config.publish == 'target' else features.detach()
         self._prev = (features.detach(), action_t[:, -2:])
         self.frames += 1
+        published = published.cpu().numpy().astype(np.float32, copy=False)
         end = time.perf_counter()
         train_ms = 1e3 * (end - forward_done) if train else 0.0
         if train and self.train_steps > 1:  # the first step pays for allocations
@@ -208,7 +189,7 @@ class OnlinePerception:
             self.expected_tick_ms = (tick_ms if self.expected_tick_ms == 0.0 else
                                      0.9 * self.expected_tick_ms + 0.1 * tick_ms)
         return PerceptionStep(
-            features=published.cpu().numpy().astype(np.float32, copy=False),
+            features=published,
             trained=train, loss_terms=terms,
             forward_ms=1e3 * (forward_done - start), train_ms=train_ms)
 

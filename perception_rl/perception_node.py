@@ -21,8 +21,9 @@ from perception_rl.health import OK, WARN, HealthPublisher
 from perception_rl.image_conversion import ImageError, image_to_bgr
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
+from perception_rl.devices import DEVICES, available_device
 from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, OnlinePerception,
-                                             PerceptionConfig, available_device)
+                                             PerceptionConfig)
 from perception_rl.policy_weights import unflatten_policy
 from perception_rl.representation_health import RepresentationHealth
 from perception_rl.scalar_log import ScalarLog
@@ -58,7 +59,8 @@ PARAMETERS = [
               low=8, high=256),
     ParamSpec('periphery_width', 64, 'Width of the downsampled periphery', low=8, high=512),
     ParamSpec('periphery_height', 48, 'Height of the downsampled periphery', low=8, high=512),
-    ParamSpec('device', 'cpu', 'Torch device', choices=('cpu', 'cuda', 'auto')),
+    ParamSpec('device', 'cpu', "Torch device of the encoder ('cuda' falls back to 'cpu' with "
+              'a warning where there is no GPU)', choices=DEVICES),
     ParamSpec('checkpoint_dir', '', 'Directory to resume from and save checkpoints to '
               "('' for none)"),
     ParamSpec('checkpoint_period', 300.0, 'Seconds between periodic checkpoints',
@@ -94,7 +96,7 @@ class PerceptionNode(Node):
             seed=p['seed'], device=available_device(p['device'], self.get_logger()))
         try:
             self.core = OnlinePerception(config)
-        except ValueError as error:  # no CUDA, or publish 'target' without a target
+        except ValueError as error:  # publish 'target' without a target
             raise ParameterError(f'invalid parameters: {error}') from None
         self.core.training = p['train']
         self._p = p
