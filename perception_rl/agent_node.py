@@ -31,6 +31,7 @@ from perception_rl.scalar_log import ScalarLog
 from perception_rl.timing import FrameTrace, LatencyWindow
 
 FEATURE_DIM = 64
+SWITCH_INTERVAL_S = 0.0005
 PARAMETERS = [
     ParamSpec('controlled_axes', ('linear.x', 'angular.z'),
               'Twist components the agent drives; the others stay 0', choices=TWIST_AXES),
@@ -71,7 +72,7 @@ PARAMETERS = [
     ParamSpec('trace_file', '', "CSV of each decision's timestamps and act time, for "
               "perception-rl bench ('' for none)"),
 ]
-TRACE_FIELDS = ('features_seq', 'start_ns', 'act_ms', 'updating', 'cmd_seq', 'published_ns',
+TRACE_FIELDS = ('features_seq', 'start_ns', 'act_ms', 'updating', 'cmd_seq', 'publish_ns',
                 'end_ns')
 
 
@@ -82,6 +83,11 @@ class AgentNode(Node):
         super().__init__('agent_node', **kwargs)
         p = declare_parameters(self, PARAMETERS, on_change=self._on_change)
         torch.set_num_threads(1)
+        # The PPO update runs on a thread of this process; when it holds the GIL, acting would
+        # wait up to Python's default switch interval (5 ms) for it. 0.5 ms brought the act
+        # time's p99 during updates from 17.8 to 10.5 ms on a loaded 2-core machine
+        # (docs/realtime_benchmark.md).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self.command_spec = CommandSpec(tuple(p['controlled_axes']), tuple(p['axis_limits']))
         except ValueError as error:
@@ -174,11 +180,11 @@ class AgentNode(Node):
             self.agent.forget_previous()
         decision = self.agent.act(features, reward, ended)
         act_ms = 1e3 * (time.perf_counter() - start)
+        publish_ns = time.time_ns()
         if self._action_pub is not None:
             self._action_pub.publish(Int32(data=int(decision.action[0])))
         else:
             self._publish_command(self.command_spec.command(decision.action))
-        published_ns = time.time_ns()
         roi = Roi.around(float(decision.focus[0]), float(decision.focus[1]),
                          self._p['image_width'], self._p['image_height'],
                          self._p['roi_width'], self._p['roi_height'])
@@ -193,7 +199,7 @@ class AgentNode(Node):
             self._tick_updating.add(tick_ms)
         if self._trace is not None:
             self._trace.row(info['publication_sequence_number'], start_ns, act_ms, updating,
-                            self.commands_published, published_ns, time.time_ns())
+                            self.commands_published, publish_ns, time.time_ns())
 
     def _publish_command(self, values: dict[str, float]) -> None:
         msg = Twist()

@@ -70,7 +70,7 @@ PARAMETERS = [
               "perception-rl bench ('' for none)"),
 ]
 TRACE_FIELDS = ('stamp_ns', 'start_ns', 'forward_ms', 'train_ms', 'trained', 'features_seq',
-                'published_ns', 'end_ns')
+                'publish_ns', 'end_ns')
 ACTION_LIMIT = 5.0
 """cmd_vel components are clipped to +-this before perception conditions on them."""
 
@@ -205,8 +205,8 @@ class PerceptionNode(Node):
         out.layout.dim = [MultiArrayDimension(label='features', size=step.features.size,
                                               stride=step.features.size)]
         out.data = step.features.tolist()
+        publish_ns = time.time_ns()
         self._publisher.publish(out)
-        published_ns = time.time_ns()
         self._representation.add(step.features)
         self.frames += 1
         for key, value in step.loss_terms.items():
@@ -220,7 +220,7 @@ class PerceptionNode(Node):
         self._tick.add(1e3 * (time.perf_counter() - start))
         if self._trace is not None:  # features_seq: this publisher's DDS sequence number
             self._trace.row(stamp.nanoseconds, start_ns, step.forward_ms, step.train_ms,
-                            step.trained, self.frames, published_ns, time.time_ns())
+                            step.trained, self.frames, publish_ns, time.time_ns())
 
     def _lateness_ms(self, stamp: Time) -> float:
         """How much later than usual this frame arrived: its age minus the smallest recent

@@ -55,7 +55,7 @@ class PPOLearner:
         self.model, self.curiosity, self.config = model.to(device), curiosity.to(device), config
         self.optimizer = torch.optim.Adam(
             list(model.parameters()) + list(curiosity.parameters()), lr=config.learning_rate,
-            eps=1e-5)
+            eps=1e-5, fused=True)  # one kernel for all parameters: a shorter update
         self.intrinsic_stats = RunningMeanStd()
         self._rng = np.random.default_rng(seed)
 

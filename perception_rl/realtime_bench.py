@@ -370,12 +370,12 @@ def analyse_frames(rows: dict[str, list[dict]], received: list[tuple[int, float,
                 stages['perception_train_ms'].append(p['train_ms'])
             stages['perception_callback_ms'].append((p['end_ns'] - p['start_ns']) / 1e6)
         if a:
-            stages['features_transport_ms'].append((a['start_ns'] - p['published_ns']) / 1e6)
+            stages['features_transport_ms'].append((a['start_ns'] - p['publish_ns']) / 1e6)
             stages['agent_act_ms'].append(a['act_ms'])
             stages['agent_callback_ms'].append((a['end_ns'] - a['start_ns']) / 1e6)
         latency = (seen - stamp) / 1e6 if seen is not None else None
         if latency is not None:
-            stages['cmd_transport_ms'].append((seen - a['published_ns']) / 1e6)
+            stages['cmd_transport_ms'].append((seen - a['publish_ns']) / 1e6)
             stages['end_to_end_ms'].append(latency)
         e2e.append(latency)
         updating.append(bool(a and a['updating']))
