@@ -183,19 +183,29 @@ def _loadavg() -> list[float]:
 
 class Observer:
     """Subscribes to the Twist at the end of a graph; keeps (publication sequence number,
-    index carried in linear.x, receive time in ns) of each."""
+    index carried in linear.x, receive time in ns) of each.
 
-    def __init__(self, topic: str):
+    `answering` turns true with the first Twist after the first message on `inputs` (the
+    agent's watchdog publishes zero commands before any features arrive).
+    """
+
+    def __init__(self, topic: str, inputs: str | None = None):
         import rclpy
         from geometry_msgs.msg import Twist
         from rclpy.node import Node
+        from std_msgs.msg import Float32MultiArray
 
         from perception_rl import qos
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = Node('realtime_bench_observer', context=self.context)
         self.received: list[tuple[int, float, int]] = []
+        self.answering = False
+        self._inputs_seen = inputs is None
         self.node.create_subscription(Twist, topic, self._on_twist, qos.LATEST)
+        if inputs is not None:
+            self.node.create_subscription(Float32MultiArray, inputs, self._on_input,
+                                          qos.FEATURES)
         from rclpy.executors import SingleThreadedExecutor
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -203,6 +213,10 @@ class Observer:
     def _on_twist(self, msg, info) -> None:
         self.received.append((info['publication_sequence_number'], msg.linear.x,
                               time.time_ns()))
+        self.answering |= self._inputs_seen
+
+    def _on_input(self, msg) -> None:
+        self._inputs_seen = True
 
     def spin(self, seconds: float, sampler: ProcSampler, until=None) -> bool:
         """Spin for `seconds` (sampling /proc once a second); True early once `until()`."""
@@ -242,11 +256,12 @@ def summary(values) -> dict[str, float | int | None]:
 
 
 def _start_phase(processes: Processes, observer: Observer, sampler_names) -> ProcSampler:
-    """Wait for the first Twist; the sampler of the phase's processes."""
+    """Wait for the first command that answers an input; the sampler of the phase's
+    processes."""
     sampler = ProcSampler({n: processes.pids()[n] for n in sampler_names})
-    first = observer.spin(START_TIMEOUT_S, sampler,
-                          until=lambda: bool(observer.received) or bool(processes.failed()))
-    if not first or not observer.received:
+    observer.spin(START_TIMEOUT_S, sampler,
+                  until=lambda: observer.answering or bool(processes.failed()))
+    if not observer.answering or processes.failed():
         codes = processes.stop()
         raise RuntimeError(f'no command within {START_TIMEOUT_S:.0f} s (exit codes {codes}):\n'
                            + processes.tail())
@@ -307,7 +322,7 @@ def run_pipeline(config: BenchConfig, out: Path) -> dict:
     processes.start('camera_node', _node_argv('camera_node', {
         'source': 'synthetic', 'image_width': config.width, 'image_height': config.height,
         'framerate': config.rate, 'trace_file': traces['camera_node']}))
-    observer = Observer('cmd_vel')
+    observer = Observer('cmd_vel', inputs='features')
     try:
         sampler = _start_phase(processes, observer, NODES)
         sampler.pids['bench_observer'] = os.getpid()
@@ -317,6 +332,7 @@ def run_pipeline(config: BenchConfig, out: Path) -> dict:
         observer.spin(config.seconds, sampler)
         end_ns, end = time.time_ns(), time.monotonic()
         machine_end, load_end = _machine_cpu(), _loadavg()
+        exited = processes.failed()
         processes.stop(['camera_node'])
         observer.spin(0.5, sampler)  # the last frames' commands
     finally:
@@ -334,7 +350,7 @@ def run_pipeline(config: BenchConfig, out: Path) -> dict:
             'machine': {'loadavg_start': load_start, 'loadavg_end': load_end,
                         'busy_cores': round(machine_busy, 3), 'cpus': os.cpu_count(),
                         'busy_cores_others': round(machine_busy - sum(cpu.values()), 3)},
-            'exit_codes': codes}
+            'exit_codes': codes, 'exited_during_run': exited}
 
 
 def analyse_frames(rows: dict[str, list[dict]], received: list[tuple[int, float, int]],
@@ -555,6 +571,10 @@ def report(result: dict) -> str:
                  f"{p['machine']['loadavg_start']}")
     m = p['memory']
     lines.append(f"RSS of the nodes: {m['nodes_start_mib']} -> {m['nodes_end_mib']} MiB")
+    if p['exited_during_run']:
+        lines.append(f"EXITED during the run: {p['exited_during_run']} (see logs/)")
+    if any(p['exit_codes'].values()):
+        lines.append(f"exit codes: {p['exit_codes']} (see logs/)")
     lines.append('')
     for b in result['budgets']:
         verdict = 'PASS' if b['passed'] else 'FAIL'

@@ -74,6 +74,8 @@ def test_bench_writes_every_figure(tmp_path):
     assert data['environment']['ROS_DOMAIN_ID'] != os.environ['ROS_DOMAIN_ID']
 
     pipeline, floor = data['pipeline'], data['floor']
+    assert pipeline['exit_codes'] == dict.fromkeys(NODES, 0), result.stdout[-3000:]
+    assert pipeline['exited_during_run'] == []
     assert 60 <= pipeline['frames'] <= 100  # 4 s at 20 Hz
     assert 0 < pipeline['answered'] <= pipeline['frames']
     assert 0.0 <= pipeline['on_time_share'] <= pipeline['answered_share'] <= 1.0
