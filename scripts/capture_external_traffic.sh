@@ -21,12 +21,13 @@ sleep 2  # tcpdump is listening before the first participant starts
 # Every 2 s, the UDP sockets (ss -uanp) of the processes on the bench's ROS domain.
 : >"$OUT/bench.txt"; : >"$OUT/sockets.txt"
 (
+  set +e +o pipefail  # a sample that finds nothing must not end the loop
   while sleep 2; do
     DOMAIN=$(grep -o 'ROS_DOMAIN_ID=[0-9]*' "$OUT/bench.txt" | head -1 | cut -d= -f2)
     [ -n "$DOMAIN" ] || continue
     for environ in /proc/[0-9]*/environ; do
       pid=$(basename "$(dirname "$environ")")
-      if tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "ROS_DOMAIN_ID=$DOMAIN"; then
+      if tr '\0' '\n' 2>/dev/null <"$environ" | grep -qx "ROS_DOMAIN_ID=$DOMAIN"; then
         ss -uanp 2>/dev/null | grep "pid=$pid," >>"$OUT/sockets.txt" || true
       fi
     done
@@ -35,7 +36,7 @@ sleep 2  # tcpdump is listening before the first participant starts
 SOCKETS=$!
 .venv/bin/perception-rl bench --seconds 20 --floor-seconds 10 --out "$OUT/bench" "$@" \
   | tee "$OUT/bench.txt" || true
-kill "$SOCKETS"
+kill "$SOCKETS" || true
 sleep 1
 kill -INT "$TCPDUMP"; wait "$TCPDUMP" || true
 
