@@ -196,8 +196,11 @@ class Observer:
         from std_msgs.msg import Float32MultiArray
 
         from perception_rl import qos
+        from rclpy.signals import SignalHandlerOptions
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        # Ctrl-C must reach the bench as KeyboardInterrupt, which stops the node processes,
+        # not only shut this context down.
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = Node('realtime_bench_observer', context=self.context)
         self.received: list[tuple[int, float, int]] = []
         self.answering = False
@@ -527,6 +530,8 @@ def run_bench(config: BenchConfig) -> dict:
     """Both phases, the budgets, bench.json and bench.png; returns the result."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C, so that the node processes are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     environment = _set_environment(config)
     print(f'perception-rl bench: {config.width}x{config.height} at {config.rate:g} Hz, '
           f'ROS_DOMAIN_ID={environment["ROS_DOMAIN_ID"]}, DDS profile '
