@@ -376,9 +376,9 @@ def analyse_frames(rows: dict[str, list[dict]], received: list[tuple[int, float,
     stages: dict[str, list] = {k: [] for k in (
         'camera_capture_ms', 'camera_fill_ms', 'camera_publish_ms', 'image_transport_ms',
         'perception_forward_ms', 'perception_train_ms', 'perception_callback_ms',
-        'features_transport_ms', 'agent_act_ms', 'agent_callback_ms', 'cmd_transport_ms',
-        'end_to_end_ms')}
-    e2e, updating = [], []
+        'features_transport_ms', 'agent_act_ms', 'agent_callback_ms', 'agent_response_ms',
+        'cmd_transport_ms', 'end_to_end_ms')}
+    e2e, response, updating = [], [], []
     for camera in frames:
         stamp = camera['stamp_ns']
         stages['camera_capture_ms'].append((stamp - camera['tick_ns']) / 1e6)
@@ -397,6 +397,8 @@ def analyse_frames(rows: dict[str, list[dict]], received: list[tuple[int, float,
             stages['features_transport_ms'].append((a['start_ns'] - p['publish_ns']) / 1e6)
             stages['agent_act_ms'].append(a['act_ms'])
             stages['agent_callback_ms'].append((a['end_ns'] - a['start_ns']) / 1e6)
+            stages['agent_response_ms'].append((a['publish_ns'] - p['publish_ns']) / 1e6)
+            response.append((stages['agent_response_ms'][-1], bool(a['updating'])))
         latency = (seen - stamp) / 1e6 if seen is not None else None
         if latency is not None:
             stages['cmd_transport_ms'].append((seen - a['publish_ns']) / 1e6)
@@ -408,13 +410,11 @@ def analyse_frames(rows: dict[str, list[dict]], received: list[tuple[int, float,
     for miss in missed:
         run = run + 1 if miss else 0
         longest = max(longest, run)
-    jitter, jitter_updating = [], []
-    for k in range(1, len(e2e)):
-        if e2e[k] is not None and e2e[k - 1] is not None:
-            change = abs(e2e[k] - e2e[k - 1])
-            jitter.append(change)
-            if updating[k] or updating[k - 1]:
-                jitter_updating.append(change)
+    # Acting jitter: how far the agent's response (features published -> command published)
+    # strays from its median, overall and on the ticks that found a PPO update running.
+    typical = float(np.median([r for r, _ in response])) if response else 0.0
+    jitter = [abs(r - typical) for r, _ in response]
+    jitter_updating = [abs(r - typical) for r, busy in response if busy]
     count = len(frames)
     return {
         'frames': count,
