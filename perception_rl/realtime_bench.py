@@ -557,9 +557,34 @@ def run_bench(config: BenchConfig) -> dict:
               'budgets': budgets, 'passed': all(b['passed'] for b in budgets),
               'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     (out / 'bench.json').write_text(json.dumps(result, indent=1))
+    (out / 'table.md').write_text(markdown_table(result))
     plot(result, out / 'bench.png')
     print(report(result))
     return result
+
+
+def markdown_table(result: dict) -> str:
+    """The stages and the budgets as Markdown tables (for docs/realtime_benchmark.md)."""
+    p, f = result['pipeline'], result['floor']
+    cell = lambda v: '-' if v is None else f'{v:.2f}'  # noqa: E731
+    lines = ['| stage (ms) | p50 | p99 | max | frames |', '| --- | --- | --- | --- | --- |']
+    for name, s in [('floor: bare transport, stamp to Twist', f['end_to_end_ms']),
+                    *p['stages'].items(), ('acting jitter', p['jitter_ms']),
+                    ('acting jitter during PPO updates', p['jitter_during_update_ms'])]:
+        lines.append(f"| {name.removesuffix('_ms')} | {cell(s['p50'])} | {cell(s['p99'])} | "
+                     f"{cell(s['max'])} | {s['count']} |")
+    lines += ['', '| budget | measured | limit | verdict |', '| --- | --- | --- | --- |']
+    for b in result['budgets']:
+        note = f" ({b['note']})" if b['note'] else ''
+        lines.append(f"| {b['budget']} | {b['value']} | {b['limit']} | "
+                     f"{'PASS' if b['passed'] else 'FAIL'}{note} |")
+    m = p['machine']
+    lines += ['', f"CPU per process (cores): "
+              + ', '.join(f'{k} {v:.3f}' for k, v in p['cpu_cores'].items())
+              + f"; machine busy {m['busy_cores']} of {m['cpus']} cores, others "
+              f"{m['busy_cores_others']}; load average {m['loadavg_start']} at the start, "
+              f"{m['loadavg_end']} at the end.", '', f"`{result['command']}`"]
+    return '\n'.join(lines) + '\n'
 
 
 def report(result: dict) -> str:

@@ -71,6 +71,7 @@ def test_bench_writes_every_figure(tmp_path):
     assert 'Traceback' not in result.stderr
     data = json.loads((out / 'bench.json').read_text())
     assert (out / 'bench.png').stat().st_size > 10_000
+    assert '| end_to_end |' in (out / 'table.md').read_text()
     assert 'reproduce: perception-rl bench --width 160 --height 120' in result.stdout
     assert data['environment']['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
     assert data['environment']['ROS_DOMAIN_ID'] != os.environ['ROS_DOMAIN_ID']
