@@ -15,13 +15,13 @@ from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 from perception_rl import qos
 from perception_rl.aux_losses import AuxLossConfig, parse_aux_loss
 from perception_rl.checkpoint import resume
+from perception_rl.devices import DEVICES, available_device
 from perception_rl.encoder import EncoderConfig
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import OK, WARN, HealthPublisher
 from perception_rl.image_conversion import ImageError, image_to_bgr
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
-from perception_rl.devices import DEVICES, available_device
 from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, OnlinePerception,
                                              PerceptionConfig)
 from perception_rl.policy_weights import unflatten_policy

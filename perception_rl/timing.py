@@ -1,4 +1,4 @@
-"""A window of recent durations, summarised for /diagnostics."""
+"""Timing of the nodes: recent durations for /diagnostics, per-frame traces for the bench."""
 from collections import deque
 
 import numpy as np
