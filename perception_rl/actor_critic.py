@@ -106,8 +106,8 @@ class ActorCritic(nn.Module):
 
         The same draws and log-probabilities as `policy`/`focus_policy` would give, in plain
         tensor arithmetic: on the acting path every torch call may wait for the GIL while a
-        PPO update runs on its thread, and torch.distributions makes many (act p99 during
-        updates 4.3 -> 1.6 ms, docs/realtime_benchmark.md).
+        PPO update runs on its thread, and torch.distributions makes many
+        (docs/realtime_benchmark.md).
         """
         f = torch.as_tensor(features, dtype=torch.float32).reshape(-1, self.config.feature_dim)
         if self.config.discrete:
