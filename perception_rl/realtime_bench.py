@@ -28,7 +28,6 @@ import numpy as np
 from perception_rl.dds_config import PROFILE_VARIABLES, profile_environment, reserve_domain_id
 
 NODES = ('camera_node', 'perception_node', 'agent_node')
-FLOOR_ROLES = ('source', 'image_relay', 'features_relay')
 START_TIMEOUT_S = 120.0
 """Longest wait for the first command (torch import and DDS discovery on a busy machine)."""
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
