@@ -206,7 +206,7 @@ class Observer:
         self._inputs_seen = inputs is None
         # Deep, unlike a robot base's: Fast DDS's receive thread queues every command even
         # when this process is late to take them (with depth 1 the bench lost about 2 % of
-        # the commands at its own once-a-second /proc sampling, not the nodes).
+        # the commands itself, once a second, in phase with its /proc sampling).
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         observed = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
         self.node.create_subscription(Twist, topic, self._on_twist, observed)
