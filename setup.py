@@ -12,7 +12,8 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
-        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+        # config: the parameter YAML and the Fast DDS profiles (perception_rl/dds_config.py)
+        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
     ],
     python_requires='>=3.10',
     # rclpy and the message packages are not listed: in a ROS workspace they come from the ROS

@@ -3,10 +3,12 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from perception_rl.dds_config import profile_environment
 
 
 def generate_launch_description():
@@ -15,7 +17,10 @@ def generate_launch_description():
     params_file = LaunchConfiguration('params_file')
     use_sim_time = LaunchConfiguration('use_sim_time')
     common = [params_file, {'use_sim_time': ParameterValue(use_sim_time, value_type=bool)}]
-    return LaunchDescription([
+    # The shipped Fast DDS profile (shared memory for large frames; UDP on loopback only when
+    # ROS_AUTOMATIC_DISCOVERY_RANGE is LOCALHOST), unless the user has set a profile.
+    dds = [SetEnvironmentVariable(name, value) for name, value in profile_environment().items()]
+    return LaunchDescription(dds + [
         DeclareLaunchArgument('source', default_value='synthetic',
                               description="'synthetic', a device index, a device path or a "
                                           'video file'),

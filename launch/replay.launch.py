@@ -12,11 +12,13 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, SetEnvironmentVariable
 from launch.conditions import IfCondition, UnlessCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from perception_rl.dds_config import profile_environment
 
 
 def generate_launch_description():
@@ -30,7 +32,9 @@ def generate_launch_description():
     play = ['ros2', 'bag', 'play', LaunchConfiguration('bag_path'), '--clock',
             '--rate', LaunchConfiguration('rate'),
             '--start-offset', LaunchConfiguration('start_offset')]
-    return LaunchDescription([
+    # The shipped Fast DDS profile, for the player as for the nodes
+    dds = [SetEnvironmentVariable(name, value) for name, value in profile_environment().items()]
+    return LaunchDescription(dds + [
         DeclareLaunchArgument('bag_path', description='The recording (a rosbag2 directory or '
                                                       'file)'),
         DeclareLaunchArgument('rate', default_value='1.0', description='Playback speed'),

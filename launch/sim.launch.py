@@ -10,10 +10,12 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
+
+from perception_rl.dds_config import profile_environment
 
 
 def generate_launch_description():
@@ -25,7 +27,10 @@ def generate_launch_description():
     width = ParameterValue(LaunchConfiguration('image_width'), value_type=int)
     height = ParameterValue(LaunchConfiguration('image_height'), value_type=int)
     roi = ParameterValue(LaunchConfiguration('roi_size'), value_type=int)
-    return LaunchDescription([
+    # The shipped Fast DDS profile (shared memory for large frames; UDP on loopback only when
+    # ROS_AUTOMATIC_DISCOVERY_RANGE is LOCALHOST), unless the user has set a profile.
+    dds = [SetEnvironmentVariable(name, value) for name, value in profile_environment().items()]
+    return LaunchDescription(dds + [
         DeclareLaunchArgument('env_id', default_value='perception_rl/Foveation-v1',
                               description='Gymnasium id of the simulated robot'),
         DeclareLaunchArgument('mode', default_value='lockstep',

@@ -1,5 +1,6 @@
 """The agent's networks: actor (Gaussian or categorical), critic with extrinsic and intrinsic
 heads, focus head."""
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,20 +102,37 @@ class ActorCritic(nn.Module):
 
     @torch.no_grad()
     def decide(self, features: np.ndarray, generator: torch.Generator) -> list[Decision]:
-        """Sample an action and a fovea centre for each feature vector of [B, F]."""
+        """Sample an action and a fovea centre for each feature vector of [B, F].
+
+        The same draws and log-probabilities as `policy`/`focus_policy` would give, in plain
+        tensor arithmetic: on the acting path every torch call may wait for the GIL while a
+        PPO update runs on its thread, and torch.distributions makes many
+        (docs/realtime_benchmark.md).
+        """
         f = torch.as_tensor(features, dtype=torch.float32).reshape(-1, self.config.feature_dim)
-        policy, focus_policy = self.policy(f), self.focus_policy(f)
         if self.config.discrete:
-            action = torch.multinomial(policy.probs, 1, generator=generator).float()
+            logits = self.actor(f)
+            action = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator)
+            log_prob = torch.log_softmax(logits, dim=1).gather(1, action)[:, 0]
+            action = action.float()
         else:
-            action = policy.mean + policy.stddev * torch.randn(
-                policy.mean.shape, generator=generator)
-        focus = focus_policy.mean + focus_policy.stddev * torch.randn(
-            focus_policy.mean.shape, generator=generator)
-        log_prob = self.evaluate(f, action)[0]
-        focus_log_prob = focus_policy.log_prob(focus).sum(dim=1)
+            mean = self.actor(f)
+            action = mean + self.actor_log_std.exp() * torch.randn(mean.shape,
+                                                                   generator=generator)
+            log_prob = _gaussian_log_prob(action, mean, self.actor_log_std)
+        focus_mean = self.focus(f)
+        focus = focus_mean + self.focus_log_std.exp() * torch.randn(focus_mean.shape,
+                                                                    generator=generator)
+        focus_log_prob = _gaussian_log_prob(focus, focus_mean, self.focus_log_std)
         value_ext, value_int = self.values(f)
         return [Decision(action=action[i].numpy(), log_prob=float(log_prob[i]),
                          focus=focus[i].numpy(), focus_log_prob=float(focus_log_prob[i]),
                          value_ext=float(value_ext[i]), value_int=float(value_int[i]))
                 for i in range(len(f))]
+
+
+def _gaussian_log_prob(value: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor
+                       ) -> torch.Tensor:
+    """log N(value; mean, exp(log_std)^2), summed over the last dimension: [B]."""
+    return (-0.5 * ((value - mean) * torch.exp(-log_std)) ** 2 - log_std
+            - 0.5 * math.log(2 * math.pi)).sum(dim=1)

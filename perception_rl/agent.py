@@ -12,6 +12,7 @@ from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, conf
                                       generator_tensors, restore_generators, restore_state,
                                       save_checkpoint, state_tensors)
 from perception_rl.curiosity import CuriosityConfig, make_curiosity
+from perception_rl.devices import resolve_device
 from perception_rl.ppo import PPOConfig, PPOLearner
 from perception_rl.rollout import Rollout, RolloutBuffer, concatenate
 from perception_rl.running_stats import RunningMeanStd
@@ -35,6 +36,9 @@ class AgentConfig:
     (Huang et al. 2022's observation normalisation, kept following perception's drift)."""
     seed: int = 0
     """Seed of the initial weights and of the action sampling."""
+    device: str = 'cpu'
+    """Torch device of the learner (PPO and curiosity updates): cpu, cuda or auto. Acting
+    stays on the CPU: one small MLP per tick costs less there than a round trip to a GPU."""
     wait_for_update: bool = False
     """When a rollout is full while the previous update still runs, wait for it (lock-step
     training, where no rollout may be lost) instead of dropping the rollout (real time, where
@@ -93,7 +97,7 @@ class UpdateWorker:
                 job, self._job = self._job, None
             try:
                 stats = self._learner.update(job)
-                weights = {k: v.detach().clone() for k, v in
+                weights = {k: v.detach().to('cpu', copy=True) for k, v in
                            self._learner.model.state_dict().items()}
                 with self._lock:
                     self.result = (stats, weights)
@@ -128,7 +132,7 @@ class Agent:
         self.policy = ActorCritic(mc)
         curiosity = make_curiosity(config.curiosity, mc.feature_dim, mc.action_dim, mc.discrete)
         self.learner = PPOLearner(copy.deepcopy(self.policy), curiosity, config.ppo,
-                                  config.seed)
+                                  config.seed, resolve_device(config.device))
         self.buffers = [RolloutBuffer(config.rollout_length // streams, mc.feature_dim,
                                       self.policy.stored_action_dim) for _ in range(streams)]
         self._generator = torch.Generator().manual_seed(config.seed)

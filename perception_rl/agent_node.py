@@ -10,6 +10,7 @@ from geometry_msgs.msg import Twist
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import Bool, Float32, Float32MultiArray, Int32, MultiArrayDimension
 
@@ -19,6 +20,7 @@ from perception_rl.agent import CHECKPOINT_PREFIX, Agent, AgentConfig
 from perception_rl.checkpoint import resume
 from perception_rl.commands import TWIST_AXES, CommandSpec
 from perception_rl.curiosity import KINDS, CuriosityConfig
+from perception_rl.devices import DEVICES, available_device
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import ERROR, OK, WARN, HealthPublisher
 from perception_rl.node_main import run_node
@@ -26,9 +28,10 @@ from perception_rl.node_params import ParameterError, ParamSpec, declare_paramet
 from perception_rl.policy_weights import flatten_policy
 from perception_rl.ppo import PPOConfig
 from perception_rl.scalar_log import ScalarLog
-from perception_rl.timing import LatencyWindow
+from perception_rl.timing import FrameTrace, LatencyWindow
 
 FEATURE_DIM = 64
+SWITCH_INTERVAL_S = 0.0005
 PARAMETERS = [
     ParamSpec('controlled_axes', ('linear.x', 'angular.z'),
               'Twist components the agent drives; the others stay 0', choices=TWIST_AXES),
@@ -61,12 +64,19 @@ PARAMETERS = [
     ParamSpec('input_timeout', 0.5, 'Seconds without features after which only zero '
               'commands are published', low=0.05, high=10.0),
     ParamSpec('seed', 0, 'Seed of the weights and the action sampling', low=0, high=2**31 - 1),
+    ParamSpec('device', 'cpu', "Torch device of the PPO and curiosity updates; acting stays on "
+              "the CPU ('cuda' falls back to 'cpu' with a warning where there is no GPU)",
+              choices=DEVICES),
     ParamSpec('checkpoint_dir', '', "Directory to resume from and save checkpoints to "
               "('' for none)"),
     ParamSpec('checkpoint_period', 300.0, 'Seconds between periodic checkpoints',
               low=1.0, high=86400.0),
     ParamSpec('log_dir', '', "TensorBoard directory ('' for none)"),
+    ParamSpec('trace_file', '', "CSV of each decision's timestamps and act time, for "
+              "perception-rl bench ('' for none)"),
 ]
+TRACE_FIELDS = ('features_seq', 'start_ns', 'act_ms', 'updating', 'cmd_seq', 'publish_ns',
+                'end_ns')
 
 
 class AgentNode(Node):
@@ -76,6 +86,11 @@ class AgentNode(Node):
         super().__init__('agent_node', **kwargs)
         p = declare_parameters(self, PARAMETERS, on_change=self._on_change)
         torch.set_num_threads(1)
+        # The PPO update runs on a thread of this process; when it holds the GIL, acting would
+        # wait up to Python's default switch interval (5 ms) for it. 0.5 ms brought the act
+        # time's p99 during updates from 17.8 to 10.5 ms on a loaded 2-core machine
+        # (docs/realtime_benchmark.md).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self.command_spec = CommandSpec(tuple(p['controlled_axes']), tuple(p['axis_limits']))
         except ValueError as error:
@@ -88,7 +103,8 @@ class AgentNode(Node):
             ppo=replace(PPOConfig(), learning_rate=p['learning_rate'],
                         int_coef=p['intrinsic_coef']),
             curiosity=replace(CuriosityConfig(), kind=p['curiosity']),
-            rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'])
+            rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'],
+            device=available_device(p['device'], self.get_logger()))
         self.agent = Agent(config)
         self.agent.learning = p['learn']
         self._p = p
@@ -112,6 +128,8 @@ class AgentNode(Node):
         self._stale = True
         self._tick = LatencyWindow()
         self._tick_updating = LatencyWindow()  # the ticks while a PPO update runs
+        self._trace = FrameTrace(p['trace_file'], TRACE_FIELDS) if p['trace_file'] else None
+        self.commands_published = 0  # cmd_vel's DDS sequence number, watchdog's zeros included
         publishes = p['publish_commands']
         self._cmd_pub = (self.create_publisher(Twist, 'cmd_vel', qos.LATEST,
                                                qos_overriding_options=qos.overridable())
@@ -158,8 +176,9 @@ class AgentNode(Node):
     def _on_episode_end(self, msg: Bool) -> None:
         self._episode_ended |= bool(msg.data)
 
-    def _on_features(self, msg: Float32MultiArray) -> None:
+    def _on_features(self, msg: Float32MultiArray, info: MessageInfo) -> None:
         start = time.perf_counter()
+        start_ns = time.time_ns()
         updating = self.agent.updating
         features = np.asarray(msg.data, np.float32)
         if features.shape != (FEATURE_DIM,) or not np.isfinite(features).all():
@@ -173,6 +192,8 @@ class AgentNode(Node):
         if self._stale:  # inputs resumed: the gap is not a transition
             self.agent.forget_previous()
         decision = self.agent.act(features, reward, ended)
+        act_ms = 1e3 * (time.perf_counter() - start)
+        publish_ns = time.time_ns()
         if self._action_pub is not None:
             self._action_pub.publish(Int32(data=int(decision.action[0])))
         elif not self._discrete:
@@ -189,6 +210,9 @@ class AgentNode(Node):
         self._tick.add(tick_ms)
         if updating:
             self._tick_updating.add(tick_ms)
+        if self._trace is not None:
+            self._trace.row(info['publication_sequence_number'], start_ns, act_ms, updating,
+                            self.commands_published, publish_ns, time.time_ns())
 
     def _publish_command(self, values: dict[str, float]) -> None:
         if self._cmd_pub is None:  # publish_commands is off
@@ -198,6 +222,7 @@ class AgentNode(Node):
             group, component = axis.split('.')
             setattr(getattr(msg, group), component, value)
         self._cmd_pub.publish(msg)
+        self.commands_published += 1
 
     def _publish_policy(self) -> None:
         """The acting policy, for perception's pisco loss (policy_weights.py); pisco compares
@@ -280,6 +305,8 @@ class AgentNode(Node):
             self._save_checkpoint(timeout=2.0)
         self.agent.close()
         self._scalars.close()
+        if self._trace is not None:
+            self._trace.close()
 
 
 def main(args=None):

@@ -13,7 +13,7 @@ from perception_rl.health import ERROR, OK, WARN, HealthPublisher
 from perception_rl.image_conversion import fill_bgr8
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
-from perception_rl.timing import LatencyWindow
+from perception_rl.timing import FrameTrace, LatencyWindow
 
 PARAMETERS = [
     ParamSpec('source', 'synthetic',
@@ -31,7 +31,10 @@ PARAMETERS = [
               'returning the previous frame again) after which the source counts as lost: '
               'publishing stops and it is reopened (at least 3 frame periods)',
               low=0.1, high=60.0),
+    ParamSpec('trace_file', '', "CSV of each frame's timestamps, for perception-rl bench "
+              "('' for none)"),
 ]
+TRACE_FIELDS = ('stamp_ns', 'tick_ns', 'publish_ns', 'published_ns')
 RETRY_MAX_S = 30.0
 """Longest wait between attempts to open a missing source."""
 OPEN_TIMEOUT_S = 10.0
@@ -51,6 +54,7 @@ class CameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__('camera_node', **kwargs)
         self._grabber: FrameGrabber | None = None  # before anything can fail: destroy_node
+        self._trace: FrameTrace | None = None
         p = declare_parameters(self, PARAMETERS)
         try:
             self._spec = SourceSpec.parse(p['source'])
@@ -58,6 +62,7 @@ class CameraNode(Node):
             raise ParameterError(f"parameter 'source': {error}") from None
         self._p = p
         self._lost_after = max(p['read_timeout'], 3.0 / p['framerate'])
+        self._capture_wait = 0.5 / p['framerate']
         self._publisher = self.create_publisher(
             Image, 'image_raw', qos.IMAGES, qos_overriding_options=qos.overridable())
         self._ready = False  # the grabber's source is open
@@ -74,6 +79,7 @@ class CameraNode(Node):
         self.attempts_failed = 0
         self._status = 'opening'
         self._tick = LatencyWindow()
+        self._trace = FrameTrace(p['trace_file'], TRACE_FIELDS) if p['trace_file'] else None
         self._timer = self.create_timer(1.0 / p['framerate'], self._on_tick)
         self._health = HealthPublisher(self, self._report, hardware_id=str(p['source']))
         self.get_logger().info(
@@ -88,10 +94,10 @@ class CameraNode(Node):
 
     def _open(self) -> None:
         self._grabber, self._ready, self._previous = FrameGrabber(self._make_source), False, None
-        self._grabber.request()
 
     def _on_tick(self) -> None:
         start = time.perf_counter()
+        tick_ns = time.time_ns()
         grabber, now = self._grabber, time.monotonic()
         if grabber is None:
             if now >= self._next_open:
@@ -106,11 +112,13 @@ class CameraNode(Node):
             return
         if not self._ready:  # the no-frame clock starts when the source is open
             self._ready, self._last_new = True, now
-        done, frame = grabber.take()
+        # Read at the tick and wait for it up to half a period, so that a published frame is
+        # as old as one read, not one tick; a read that takes longer is taken at a later tick.
+        if not grabber.source.ended:
+            grabber.request()
+        done, frame = grabber.take(timeout=self._capture_wait)
         if done:
-            self._on_frame(frame, now)
-            if not grabber.source.ended:
-                grabber.request()
+            self._on_frame(frame, time.monotonic(), tick_ns)
             self._tick.add(1e3 * (time.perf_counter() - start))
         if grabber.source.ended:
             return
@@ -119,7 +127,7 @@ class CameraNode(Node):
             self._fail(f'no new frame from {self._p["source"]} for {self._lost_after:.1f} s '
                        f'({why})')
 
-    def _on_frame(self, frame: np.ndarray | None, now: float) -> None:
+    def _on_frame(self, frame: np.ndarray | None, now: float, tick_ns: int) -> None:
         if frame is None:
             if self._grabber.source.ended:
                 self._status = 'ended'
@@ -144,11 +152,15 @@ class CameraNode(Node):
                 self.get_logger().info(f"frames from {self._p['source']} again: publishing")
             self._failing, self._retry_delay, self._status = False, 1.0, 'ok'
         msg = Image()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        stamp = self.get_clock().now()
+        msg.header.stamp = stamp.to_msg()
         msg.header.frame_id = self._p['frame_id']
         fill_bgr8(msg, frame)
+        publish_ns = time.time_ns()
         self._publisher.publish(msg)
         self.published += 1
+        if self._trace is not None:
+            self._trace.row(stamp.nanoseconds, tick_ns, publish_ns, time.time_ns())
 
     def _fail(self, why: str) -> None:
         """Abandon the source and try again after the backoff delay; one error an outage."""
@@ -180,6 +192,9 @@ class CameraNode(Node):
         if self._grabber is not None:
             self._grabber.close(timeout=2.0)
             self._grabber = None
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
 
     def destroy_node(self) -> None:
         self.shutdown()  # also when the node is destroyed without having spun (run_job)

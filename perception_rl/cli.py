@@ -6,6 +6,7 @@ from pathlib import Path
 from perception_rl.aux_losses import AuxLossConfig
 from perception_rl.curiosity import KINDS
 from perception_rl.online_perception import PerceptionConfig
+from perception_rl.realtime_bench import BenchConfig, run_bench
 from perception_rl.trainer import RETURN_WINDOW, TrainConfig, train
 
 
@@ -118,9 +119,45 @@ def main(argv=None) -> None:
     pre.add_argument('--threads', type=int, default=1,
                      help='torch threads (default 1: on a shared 2-core machine one thread '
                           'trained 10x faster than two; 0: torch chooses)')
+    realtime = commands.add_parser(
+        'bench', help='real time: camera, perception and agent as processes vs the bare '
+                      'transport',
+        description='Run camera_node (synthetic scene), perception_node and agent_node as '
+                    'separate processes, and before them a bare relay over the same transport; '
+                    'report per-stage and end-to-end latency, deadline misses, CPU and memory '
+                    "per process, check issue 5's budgets, and write bench.json and bench.png "
+                    'to --out (docs/realtime_benchmark.md).')
+    defaults = BenchConfig()
+    realtime.add_argument('--width', type=int, default=defaults.width)
+    realtime.add_argument('--height', type=int, default=defaults.height)
+    realtime.add_argument('--rate', type=float, default=defaults.rate, help='frames per second')
+    realtime.add_argument('--seconds', type=float, default=defaults.seconds,
+                          help='measured seconds of the pipeline (600 for the memory budget)')
+    realtime.add_argument('--warmup', type=float, default=defaults.warmup,
+                          help='seconds after the first command left out of the measurement')
+    realtime.add_argument('--floor-seconds', type=float, default=defaults.floor_seconds,
+                          help='measured seconds of the bare transport')
+    realtime.add_argument('--device', default=defaults.device, choices=('cpu', 'cuda', 'auto'),
+                          help="torch device of perception_node and agent_node")
+    realtime.add_argument('--rollout-length', type=int, default=defaults.rollout_length,
+                          help="agent_node's transitions per PPO update")
+    realtime.add_argument('--no-dds-profile', action='store_true',
+                          help="Fast DDS's builtin transports instead of the shipped profile")
+    realtime.add_argument('--out', default=defaults.out)
     args = parser.parse_args(argv)
     if args.command == 'pretrain':
         _pretrain(args)
+    if args.command == 'bench':
+        config = BenchConfig(
+            width=args.width, height=args.height, rate=args.rate, seconds=args.seconds,
+            warmup=args.warmup, floor_seconds=args.floor_seconds, device=args.device,
+            rollout_length=args.rollout_length, dds_profile=not args.no_dds_profile,
+            out=args.out)
+        try:
+            result = run_bench(config)
+        except RuntimeError as error:
+            sys.exit(f'perception-rl bench: {error}')
+        sys.exit(0 if result['passed'] else 1)
     if args.command == 'run':
         from perception_rl.run_job import run_job
         sys.exit(run_job(args.source, args.duration or None, args.out, args.params_file))

@@ -145,6 +145,7 @@ class FrameGrabber:
         """Why opening failed, once it has."""
         self._busy_since: float | None = time.monotonic()
         self._result: tuple[bool, np.ndarray | None] = (False, None)
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name='frame-grabber', daemon=True)
         self._thread.start()
 
@@ -152,10 +153,14 @@ class FrameGrabber:
         """Read the next frame (after opening, when still opening)."""
         self._wanted.set()
 
-    def take(self) -> tuple[bool, np.ndarray | None]:
-        """(whether a requested read has finished since the last take, its frame or None)."""
+    def take(self, timeout: float = 0.0) -> tuple[bool, np.ndarray | None]:
+        """(whether a requested read has finished since the last take, its frame or None),
+        waiting up to `timeout` seconds for one to finish."""
+        if timeout > 0.0:
+            self._finished.wait(timeout)
         with self._lock:
             result, self._result = self._result, (False, None)
+            self._finished.clear()
         return result
 
     def busy_for(self) -> float:
@@ -193,5 +198,6 @@ class FrameGrabber:
                 with self._lock:
                     self._result = (True, frame)
                     self._busy_since = None
+                    self._finished.set()
         finally:
             self.source.close()

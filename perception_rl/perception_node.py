@@ -15,6 +15,7 @@ from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 from perception_rl import qos
 from perception_rl.aux_losses import AuxLossConfig, parse_aux_loss
 from perception_rl.checkpoint import resume
+from perception_rl.devices import DEVICES, available_device
 from perception_rl.encoder import EncoderConfig
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import OK, WARN, HealthPublisher
@@ -26,7 +27,7 @@ from perception_rl.online_perception import (CHECKPOINT_PREFIX, PUBLISHED, Onlin
 from perception_rl.policy_weights import unflatten_policy
 from perception_rl.representation_health import RepresentationHealth
 from perception_rl.scalar_log import ScalarLog
-from perception_rl.timing import LatencyWindow
+from perception_rl.timing import FrameTrace, LatencyWindow
 
 PARAMETERS = [
     ParamSpec('aux_loss', AuxLossConfig.spec, 'Self-supervised losses trained online, joined '
@@ -62,13 +63,18 @@ PARAMETERS = [
               low=8, high=256),
     ParamSpec('periphery_width', 64, 'Width of the downsampled periphery', low=8, high=512),
     ParamSpec('periphery_height', 48, 'Height of the downsampled periphery', low=8, high=512),
-    ParamSpec('device', 'cpu', 'Torch device', choices=('cpu', 'cuda', 'auto')),
+    ParamSpec('device', 'cpu', "Torch device of the encoder ('cuda' falls back to 'cpu' with "
+              'a warning where there is no GPU)', choices=DEVICES),
     ParamSpec('checkpoint_dir', '', 'Directory to resume from and save checkpoints to '
               "('' for none)"),
     ParamSpec('checkpoint_period', 300.0, 'Seconds between periodic checkpoints',
               low=1.0, high=86400.0),
     ParamSpec('log_dir', '', "TensorBoard directory ('' for none)"),
+    ParamSpec('trace_file', '', "CSV of each frame's timestamps and stage times, for "
+              "perception-rl bench ('' for none)"),
 ]
+TRACE_FIELDS = ('stamp_ns', 'start_ns', 'forward_ms', 'train_ms', 'trained', 'features_seq',
+                'publish_ns', 'end_ns')
 
 
 class PerceptionNode(Node):
@@ -90,10 +96,10 @@ class PerceptionNode(Node):
             learning_rate=p['learning_rate'], target_decay=p['target_decay'],
             publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],
             train_every=p['train_every'], train_budget_ms=p['train_budget_ms'],
-            seed=p['seed'], device=p['device'])
+            seed=p['seed'], device=available_device(p['device'], self.get_logger()))
         try:
             self.core = OnlinePerception(config)
-        except ValueError as error:  # no CUDA, or publish 'target' without a target
+        except ValueError as error:  # publish 'target' without a target
             raise ParameterError(f'invalid parameters: {error}') from None
         self.core.training = p['train']
         self._p = p
@@ -126,6 +132,7 @@ class PerceptionNode(Node):
         self._ages: deque[float] = deque(maxlen=200)
         self._lateness = LatencyWindow()
         self._representation = RepresentationHealth()
+        self._trace = FrameTrace(p['trace_file'], TRACE_FIELDS) if p['trace_file'] else None
         self.policies_received = 0
         self.policies_rejected = 0
         self._publisher = self.create_publisher(
@@ -198,23 +205,28 @@ class PerceptionNode(Node):
 
     def _on_image(self, msg: Image) -> None:
         start = time.perf_counter()
+        start_ns = time.time_ns()
         try:
             frame = image_to_bgr(msg.encoding, msg.height, msg.width, msg.step, msg.data)
         except ImageError as error:
             self._reject(error.reason, str(error))
             return
-        self._on_frame(frame, msg.header.stamp, start, compressed=False)
+        self._on_frame(frame, msg.header.stamp, (start, start_ns), compressed=False)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
         start = time.perf_counter()
+        start_ns = time.time_ns()
         try:
             frame = compressed_to_bgr(msg.data)
         except ImageError as error:
             self._reject(error.reason, f'compressed: {error}')
             return
-        self._on_frame(frame, msg.header.stamp, start, compressed=True)
+        self._on_frame(frame, msg.header.stamp, (start, start_ns), compressed=True)
 
-    def _on_frame(self, frame: np.ndarray, header_stamp, start: float, compressed: bool) -> None:
+    def _on_frame(self, frame: np.ndarray, header_stamp, started: tuple[float, int],
+                  compressed: bool) -> None:
+        """One decoded frame; `started`: when its callback began (perf_counter, time_ns)."""
+        start, start_ns = started
         try:
             stamp = Time.from_msg(header_stamp)
         except ValueError as error:  # negative seconds
@@ -244,6 +256,7 @@ class PerceptionNode(Node):
         out.layout.dim = [MultiArrayDimension(label='features', size=step.features.size,
                                               stride=step.features.size)]
         out.data = step.features.tolist()
+        publish_ns = time.time_ns()
         self._publisher.publish(out)
         self._representation.add(step.features)
         self.frames += 1
@@ -256,6 +269,9 @@ class PerceptionNode(Node):
         if step.trained:
             self._train.add(step.train_ms)
         self._tick.add(1e3 * (time.perf_counter() - start))
+        if self._trace is not None:  # features_seq: this publisher's DDS sequence number
+            self._trace.row(stamp.nanoseconds, start_ns, step.forward_ms, step.train_ms,
+                            step.trained, self.frames, publish_ns, time.time_ns())
 
     def _reject(self, reason: str, why: str) -> None:
         self.rejected += 1
@@ -314,6 +330,8 @@ class PerceptionNode(Node):
         if self._p['checkpoint_dir']:
             self._save_checkpoint()
         self._scalars.close()
+        if self._trace is not None:
+            self._trace.close()
 
 
 def main(args=None):

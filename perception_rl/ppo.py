@@ -64,11 +64,12 @@ class PPOLearner:
     """Owns the learning copies of the networks and their optimizer; `update` trains on a rollout."""
 
     def __init__(self, model: ActorCritic, curiosity: nn.Module, config: PPOConfig,
-                 seed: int = 0):
-        self.model, self.curiosity, self.config = model, curiosity, config
+                 seed: int = 0, device: torch.device = torch.device('cpu')):
+        self.device = device
+        self.model, self.curiosity, self.config = model.to(device), curiosity.to(device), config
         self.optimizer = torch.optim.Adam(
             list(model.parameters()) + list(curiosity.parameters()), lr=config.learning_rate,
-            eps=1e-5)
+            eps=1e-5, fused=True)  # one kernel for all parameters: a shorter update
         self.intrinsic_stats = RunningMeanStd()
         self.extrinsic_stats = RunningMeanStd()
         self.rng = np.random.default_rng(seed)
@@ -130,18 +131,18 @@ class PPOLearner:
         self.last_good.succeeded()
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
-        c = self.config
-        f = torch.as_tensor(rollout.features)
-        nf = torch.as_tensor(rollout.next_features)
-        actions = torch.as_tensor(rollout.actions)
+        c, device = self.config, self.device
+        f = torch.as_tensor(rollout.features, device=device)
+        nf = torch.as_tensor(rollout.next_features, device=device)
+        actions = torch.as_tensor(rollout.actions, device=device)
         executed = self.model.executed(actions)  # what the robot or environment received
-        old_log_probs = torch.as_tensor(rollout.log_probs)
-        focus = torch.as_tensor(rollout.focus)
+        old_log_probs = torch.as_tensor(rollout.log_probs, device=device)
+        focus = torch.as_tensor(rollout.focus, device=device)
 
         # Intrinsic rewards from the curiosity module as it stood when the rollout finished,
         # divided by the running std of their discounted return (Burda et al. 2018, RND), so
         # that the intrinsic return stays of order one whatever the features' scale.
-        raw_intrinsic = self.curiosity.intrinsic_reward(f, executed, nf).numpy()
+        raw_intrinsic = self.curiosity.intrinsic_reward(f, executed, nf).cpu().numpy()
         if not np.isfinite(raw_intrinsic).all():
             raise UpdateAbandoned('non-finite intrinsic rewards; weights restored from before '
                                   'the update')
@@ -156,7 +157,7 @@ class PPOLearner:
         # V(s_{t+1}): the stored value of the next row where it follows on, the critic's
         # value of the stored next observation where the stream broke (or the rollout ends).
         with torch.no_grad():
-            gap_ext, gap_int = (v.numpy() for v in self.model.values(nf))
+            gap_ext, gap_int = (v.cpu().numpy() for v in self.model.values(nf))
         gaps = rollout.gaps > 0
         next_ext = np.where(gaps, gap_ext, np.append(rollout.values_ext[1:], 0.0))
         next_int = np.where(gaps, gap_int, np.append(rollout.values_int[1:], 0.0))
@@ -166,8 +167,9 @@ class PPOLearner:
         adv_int, ret_int = compute_gae(intrinsic.astype(np.float32), rollout.values_int,
                                        next_int, no_dones, rollout.gaps, c.gamma_int,
                                        c.gae_lambda)
-        advantages = torch.as_tensor(c.ext_coef * adv_ext + c.int_coef * adv_int)
-        ret_ext, ret_int = torch.as_tensor(ret_ext), torch.as_tensor(ret_int)
+        advantages = torch.as_tensor(c.ext_coef * adv_ext + c.int_coef * adv_int, device=device)
+        ret_ext = torch.as_tensor(ret_ext, device=device)
+        ret_int = torch.as_tensor(ret_int, device=device)
 
         # Focus head: REINFORCE on the stored trajectory (the seed design: the ROI head learns
         # from its own loss), one pass over the rollout in minibatches, so that each sample is
@@ -177,7 +179,7 @@ class PPOLearner:
         focus_losses = []
         for idx in np.array_split(self.rng.permutation(steps),
                                   max(1, steps // c.minibatch_size)):
-            idx = torch.as_tensor(idx)
+            idx = torch.as_tensor(idx, device=device)
             focus_log_probs = self.model.focus_policy(f[idx]).log_prob(focus[idx]).sum(dim=1)
             focus_loss = -(focus_log_probs * focus_norm_adv[idx]).mean()
             self._step(c.focus_coef * focus_loss,
@@ -191,7 +193,7 @@ class PPOLearner:
             kls = []
             for idx in np.array_split(self.rng.permutation(steps),
                                       max(1, steps // c.minibatch_size)):
-                idx = torch.as_tensor(idx)
+                idx = torch.as_tensor(idx, device=device)
                 log_probs, entropies = self.model.evaluate(f[idx], actions[idx])
                 log_ratio = log_probs - old_log_probs[idx]
                 ratio = log_ratio.exp()

@@ -2,6 +2,7 @@
 from collections import deque
 
 import numpy as np
+import torch
 
 
 def effective_rank(features: np.ndarray) -> float:
@@ -9,7 +10,11 @@ def effective_rank(features: np.ndarray) -> float:
     (Roy and Vetterli 2007): D for features that fill every dimension equally, 1 for a line,
     0 for constant features."""
     centred = features - features.mean(axis=0)
-    singular = np.linalg.svd(centred, compute_uv=False)
+    # torch, not numpy: numpy's OpenBLAS starts threads of its own, and on a busy 2-core
+    # machine this 200x64 SVD then took 107 ms (p50; up to 0.5 s) instead of 0.8 ms, once a
+    # second inside perception_node, which dropped the frames arriving meanwhile
+    # (docs/realtime_benchmark.md). torch keeps to the node's one thread.
+    singular = torch.linalg.svdvals(torch.from_numpy(np.ascontiguousarray(centred))).numpy()
     total = singular.sum()
     if total <= 1e-12:
         return 0.0

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from perception_rl.dds_config import profile_environment
+
 
 def _node_overrides(params_file: str | None, node_name: str, extra: dict) -> list:
     """Parameter overrides for one node: its block of the YAML (and '/**'), then `extra`."""
@@ -66,6 +68,9 @@ def run_job(source: str, duration: float | None, out: str | None,
     # The main job talks only to itself: keep DDS discovery on this machine unless the
     # user has chosen otherwise.
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    # Before rclpy starts Fast DDS: frames of 640x480 need the shipped profile's
+    # shared-memory segment (the user's own profile, if set, is kept).
+    os.environ.update(profile_environment())
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 

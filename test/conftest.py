@@ -3,7 +3,6 @@
 Set here, in pytest_configure, before any test imports rclpy, and inherited by every node
 process the tests start, so the suite does not depend on the caller's shell.
 """
-import fcntl
 import os
 import signal
 import subprocess
@@ -13,33 +12,20 @@ from pathlib import Path
 
 import pytest
 
-_DOMAIN_LOCK = None
+from perception_rl.dds_config import PROFILE_VARIABLES, profile_environment, reserve_domain_id
+
 BIN = Path(sys.executable).parent
 """Where the package's console scripts are installed (the venv's bin)."""
 
 
-def _reserve_domain_id() -> int:
-    """Hold an exclusive lock on a per-domain file, so parallel runs never share a domain."""
-    global _DOMAIN_LOCK
-    start = os.getpid() % 90
-    for offset in range(90):
-        domain = 10 + (start + offset) % 90
-        handle = open(f'/tmp/perception_rl-test-domain-{domain}.lock', 'w')
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        _DOMAIN_LOCK = handle
-        return domain
-    raise RuntimeError('no free ROS_DOMAIN_ID in 10..99')
-
-
 def pytest_configure(config):
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ['ROS_DOMAIN_ID'] = str(_reserve_domain_id())
+    os.environ['ROS_DOMAIN_ID'] = str(reserve_domain_id())
     os.environ.pop('ROS_STATIC_PEERS', None)
-    os.environ.pop('FASTRTPS_DEFAULT_PROFILES_FILE', None)
+    # The nodes run with the profile users get by default (the shipped one), not the caller's.
+    for name in PROFILE_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(profile_environment())
 
 
 @pytest.fixture

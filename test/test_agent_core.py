@@ -263,3 +263,33 @@ def test_saving_during_a_long_update_abandons_it_and_writes_the_state_before_it(
             assert torch.equal(loaded.tensors[f'policy.{key}'], value), key
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize('discrete', [False, True])
+def test_decide_draws_and_scores_as_the_distributions_do(discrete):
+    """decide's plain arithmetic against torch.distributions on the same generator state."""
+    model = ActorCritic(ActorCriticConfig(discrete=discrete, action_dim=3 if discrete else 2))
+    with torch.no_grad():
+        model.focus_log_std.fill_(0.2)  # not the initial value, so that it counts
+        if not discrete:
+            model.actor_log_std.fill_(-0.3)
+    features = np.random.default_rng(0).standard_normal((5, 64))
+    decisions = model.decide(features, torch.Generator().manual_seed(7))
+    f = torch.as_tensor(features, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        policy, focus_policy = model.policy(f), model.focus_policy(f)
+        if discrete:
+            action = torch.multinomial(policy.probs, 1, generator=generator).float()
+        else:
+            action = policy.mean + policy.stddev * torch.randn(policy.mean.shape,
+                                                               generator=generator)
+        focus = focus_policy.mean + focus_policy.stddev * torch.randn(focus_policy.mean.shape,
+                                                                      generator=generator)
+        log_prob = model.evaluate(f, action)[0]
+        focus_log_prob = focus_policy.log_prob(focus).sum(dim=1)
+    for i, d in enumerate(decisions):
+        np.testing.assert_allclose(d.action, action[i].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(d.focus, focus[i].numpy(), rtol=1e-6)
+        assert d.log_prob == pytest.approx(float(log_prob[i]), abs=1e-5)
+        assert d.focus_log_prob == pytest.approx(float(focus_log_prob[i]), abs=1e-5)

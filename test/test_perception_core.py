@@ -85,3 +85,28 @@ def test_frames_of_any_size_train_and_give_finite_features(spec):
             step = core.step(frame, Roi.centred(width, height, 48, 48), np.zeros(ACTION_DIM))
             assert step.features.shape == (64,) and np.isfinite(step.features).all()
     assert core.train_steps > 0
+
+
+class _Logger:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+
+def test_nodes_fall_back_to_cpu_with_one_warning_where_cuda_is_missing():
+    from perception_rl.agent import Agent, AgentConfig
+    from perception_rl.devices import available_device
+    logger = _Logger()
+    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
+    assert available_device('cuda', logger) == expected
+    assert len(logger.warnings) == (expected == 'cpu')
+    assert available_device('cpu', logger) == 'cpu' and available_device('auto', logger) == 'auto'
+    # The agent learns on the device it is given and acts on the CPU.
+    agent = Agent(AgentConfig(device='auto'))
+    try:
+        assert next(agent.learner.model.parameters()).device.type == expected
+        assert next(agent.policy.parameters()).device.type == 'cpu'
+    finally:
+        agent.close()
