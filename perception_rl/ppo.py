@@ -84,7 +84,7 @@ class PPOLearner:
 
         A non-finite loss or gradient skips that gradient step; `nonfinite_patience` of them in
         a row, non-finite intrinsic rewards or weights, or `abort` abandon the update: the
-        weights, optimizer and intrinsic statistics go back to their state from before it, and
+        weights, optimizer and reward statistics go back to their state from before it, and
         UpdateAbandoned says why.
         """
         if self.last_good.snapshot():
