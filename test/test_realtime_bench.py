@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from perception_rl.realtime_bench import NODES, analyse_frames
+from perception_rl.realtime_analysis import NODES, analyse_frames
 
 BIN = Path(sys.executable).parent
 MS = 1_000_000
