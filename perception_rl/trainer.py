@@ -40,9 +40,9 @@ class TrainConfig:
     steps: int
     seed: int = 0
     aux_loss: str = AuxLossConfig.spec
+    """The perception loss; 'none' keeps the random encoder frozen."""
     reconstruction_fovea: float = AuxLossConfig.reconstruction_fovea
     """Weight of redrawing the fovea in the reconstruction loss (0: the periphery only)."""
-    """The perception loss; 'none' keeps the random encoder frozen."""
     envs: int = 8
     """Environments stepped in lock-step; perception and the agent take them as one batch."""
     curiosity: str = 'icm'

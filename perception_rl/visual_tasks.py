@@ -14,8 +14,8 @@ episode lasts 10 steps. The peripheral view (the frame downsampled 4x) shows the
 averages the stripes to plain grey; only a fovea on the patch resolves them. The fovea the
 agent chooses at one step is where it looks at the next. A fixed central fovea reads the
 middle third and guesses the rest (expected return 1/3); one that moves to the red frame after
-the first look reads every episode (return up to 0.2 + 0.8 x 0.9 = 0.93 with frames placed
-like this; 0.9 and more once the first look is also right).
+the first look reads every episode (return up to 1/3 x 1.0 + 2/3 x 0.9 = 0.93: in a
+quadrant episode the first answer, from the centre, is a guess).
 
 The middle placements are what make the task learnable: the actor learns to read stripes from
 them with the fovea where it starts, and only then does moving the fovea pay. With the patch
