@@ -8,8 +8,8 @@ a JSON file and a summary. Not part of the test suite: it takes 10 minutes by de
     .venv/bin/python scripts/soak.py [--duration 600] [--source synthetic] [--out FILE]
 
 DDS stays on this machine: the nodes and this process run with
-ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID of their own (--domain-id,
-default 101, outside the 10..99 the test suite takes).
+ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, the shipped Fast DDS profile, and a ROS_DOMAIN_ID of
+their own (--domain-id, default one that no test run or bench holds: the same lock files).
 """
 import argparse
 import json
@@ -54,13 +54,19 @@ def main() -> int:
                         help='seconds left out of the summary (start-up, first allocations)')
     parser.add_argument('--sample', type=float, default=10.0, help='seconds between samples')
     parser.add_argument('--source', default='synthetic', help="camera_node's source")
-    parser.add_argument('--domain-id', type=int, default=101)
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID (default: one no test run or bench holds)')
     parser.add_argument('--out', default=None, help='JSON file (default runs/soak-<time>.json)')
     args = parser.parse_args()
 
+    from perception_rl.dds_config import PROFILE_VARIABLES, profile_environment, reserve_domain_id
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ['ROS_DOMAIN_ID'] = str(args.domain_id)
+    os.environ['ROS_DOMAIN_ID'] = str(args.domain_id if args.domain_id is not None
+                                      else reserve_domain_id())
     os.environ.pop('ROS_STATIC_PEERS', None)
+    for name in PROFILE_VARIABLES:  # the nodes run with the shipped profile, as users get it
+        os.environ.pop(name, None)
+    os.environ.update(profile_environment())
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import Twist
