@@ -113,6 +113,14 @@ def _wait_for_error(node, spin, watcher, text: str, after: float, timeout: float
     return found()[0]
 
 
+def _back_to_live(camera, node, spin, watcher) -> None:
+    """The camera serves live frames again: 20 of them are published within 30 s."""
+    camera.mode = 'live'
+    resumed = time.time()
+    assert spin(watcher.node, 30.0, until=lambda: watcher.since(resumed) >= 20), \
+        node.output()[-3000:]
+
+
 def test_a_network_camera_missing_unplugged_hung_frozen_and_empty(ros_context, start_node, spin,
                                                             camera):
     read_timeout = 1.0
@@ -157,10 +165,7 @@ def test_a_network_camera_missing_unplugged_hung_frozen_and_empty(ros_context, s
     error = _wait_for_error(node, spin, watcher, 'a read hung', hung, 10.0)
     print(f'hung: detected {error[1] - hung:.2f} s after ({error[2]!r})')
     assert error[1] - hung <= read_timeout + 0.5 + 0.1
-    camera.mode = 'live'
-    resumed = time.time()
-    assert spin(watcher.node, 30.0, until=lambda: watcher.since(resumed) >= 20), \
-        node.output()[-3000:]
+    _back_to_live(camera, node, spin, watcher)
 
     # Frozen: the same picture again and again is not published as new.
     camera.mode = 'frozen'
@@ -168,10 +173,7 @@ def test_a_network_camera_missing_unplugged_hung_frozen_and_empty(ros_context, s
     error = _wait_for_error(node, spin, watcher, 'the same frame again', frozen, 10.0)
     print(f'frozen: detected {error[1] - frozen:.2f} s after ({error[2]!r})')
     assert watcher.since(frozen + 0.5) == 0, 'stale frames were published'
-    camera.mode = 'live'
-    thawed = time.time()
-    assert spin(watcher.node, 30.0, until=lambda: watcher.since(thawed) >= 20), \
-        node.output()[-3000:]
+    _back_to_live(camera, node, spin, watcher)
 
     # Empty frames: nothing to publish, and after read_timeout the source counts as lost.
     camera.mode = 'empty'
@@ -179,10 +181,7 @@ def test_a_network_camera_missing_unplugged_hung_frozen_and_empty(ros_context, s
     error = _wait_for_error(node, spin, watcher, 'no new frame', emptied, 10.0)
     print(f'empty frames: detected {error[1] - emptied:.2f} s after ({error[2]!r})')
     assert watcher.since(emptied + 0.5) == 0, 'frames published from empty parts'
-    camera.mode = 'live'
-    refilled = time.time()
-    assert spin(watcher.node, 30.0, until=lambda: watcher.since(refilled) >= 20), \
-        node.output()[-3000:]
+    _back_to_live(camera, node, spin, watcher)
 
     errors = [e for e in _events(node) if e[0] == 'ERROR']
     assert len(errors) == 5, errors  # one per outage: missing, unplugged, hung, frozen, empty
