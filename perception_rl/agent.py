@@ -9,10 +9,10 @@ import torch
 
 from perception_rl.actor_critic import ActorCritic, ActorCriticConfig, Decision
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
-                                      generator_tensors, restore_generators, restore_state,
-                                      save_checkpoint, state_tensors)
+                                      generator_tensors, restore_generators, save_checkpoint)
 from perception_rl.curiosity import CuriosityConfig, make_curiosity
 from perception_rl.devices import resolve_device
+from perception_rl.learner_process import LearnerProcess
 from perception_rl.ppo import PPOConfig, PPOLearner
 from perception_rl.rollout import Rollout, RolloutBuffer, concatenate
 from perception_rl.running_stats import RunningMeanStd
@@ -43,13 +43,29 @@ class AgentConfig:
     """When a rollout is full while the previous update still runs, wait for it (lock-step
     training, where no rollout may be lost) instead of dropping the rollout (real time, where
     acting must never wait)."""
+    update_process: bool = False
+    """Run the updates in a child process (real time: acting never waits for the GIL) rather
+    than on a thread (lock-step training: no copies of the state between processes)."""
+
+
+def make_learner(config: AgentConfig) -> PPOLearner:
+    """The learner of an agent with this configuration, its weights drawn from torch's
+    current random state."""
+    model = ActorCritic(config.model)
+    curiosity = make_curiosity(config.curiosity, config.model.feature_dim,
+                               config.model.action_dim, config.model.discrete)
+    return PPOLearner(model, curiosity, config.ppo, config.seed, resolve_device(config.device))
 
 
 class UpdateWorker:
-    """Runs learner updates on a thread of its own, one at a time, so acting never waits."""
+    """Runs learner updates on a thread of its own, one at a time, so acting never waits.
 
-    def __init__(self, learner: PPOLearner):
-        self._learner = learner
+    `run_update(rollout)` returns (stats, the new policy weights): the update itself, here or
+    in a child process.
+    """
+
+    def __init__(self, run_update):
+        self._run_update = run_update
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._job: Rollout | None = None
@@ -96,11 +112,9 @@ class UpdateWorker:
                     return
                 job, self._job = self._job, None
             try:
-                stats = self._learner.update(job)
-                weights = {k: v.detach().to('cpu', copy=True) for k, v in
-                           self._learner.model.state_dict().items()}
+                result = self._run_update(job)
                 with self._lock:
-                    self.result = (stats, weights)
+                    self.result = result
             except Exception as error:  # reported by the agent; the next rollout tries again
                 self.error = error
             finally:
@@ -128,16 +142,14 @@ class Agent:
                              f'the number of streams ({streams})')
         self.config, self.streams = config, streams
         torch.manual_seed(config.seed)
-        mc = config.model
-        self.policy = ActorCritic(mc)
-        curiosity = make_curiosity(config.curiosity, mc.feature_dim, mc.action_dim, mc.discrete)
-        self.learner = PPOLearner(copy.deepcopy(self.policy), curiosity, config.ppo,
-                                  config.seed, resolve_device(config.device))
-        self.buffers = [RolloutBuffer(config.rollout_length // streams, mc.feature_dim,
+        self.learner = make_learner(config)
+        self.policy = copy.deepcopy(self.learner.model).cpu()
+        self.buffers = [RolloutBuffer(config.rollout_length // streams, config.model.feature_dim,
                                       self.policy.stored_action_dim) for _ in range(streams)]
         self._generator = torch.Generator().manual_seed(config.seed)
-        self.feature_stats = RunningMeanStd((mc.feature_dim,), horizon=config.feature_horizon)
-        self._worker = UpdateWorker(self.learner)
+        self.feature_stats = RunningMeanStd((config.model.feature_dim,), horizon=config.feature_horizon)
+        self._process = LearnerProcess(config, self.learner) if config.update_process else None
+        self._worker = UpdateWorker(self._process.update if self._process else self._update_here)
         self._previous: list[tuple[np.ndarray, Decision] | None] = [None] * streams
         self.steps = 0
         self.updates = 0
@@ -181,6 +193,17 @@ class Agent:
         self.steps += len(decisions)
         return decisions
 
+    def _update_here(self, rollout: Rollout):
+        stats = self.learner.update(rollout)
+        return stats, {k: v.detach().to('cpu', copy=True)
+                       for k, v in self.learner.model.state_dict().items()}
+
+    def sync_learner(self) -> None:
+        """Bring `learner` up to date with the last finished update (it lags behind where the
+        updates run in a child process)."""
+        if self._process is not None:
+            self._process.sync()
+
     def forget_previous(self) -> None:
         """Do not link the next observation to the last decision (inputs stopped, time jumped)."""
         self._previous = [None] * self.streams
@@ -190,6 +213,11 @@ class Agent:
     @property
     def updating(self) -> bool:
         return self._worker.busy
+
+    @property
+    def update_process_restarts(self) -> int:
+        """Update processes started again after one died (0 where updates run on a thread)."""
+        return self._process.restarts if self._process is not None else 0
 
     def _adopt_finished_update(self) -> None:
         if self._worker.error is not None:
@@ -202,14 +230,12 @@ class Agent:
 
     def close(self) -> None:
         self._worker.stop()
+        if self._process is not None:
+            self._process.close()
 
     def architecture(self) -> dict:
         """What a checkpoint must match to be loaded into this agent."""
         return {'model': asdict(self.config.model), 'curiosity': asdict(self.config.curiosity)}
-
-    def _parts(self):
-        return ({'policy': self.learner.model, 'curiosity': self.learner.curiosity},
-                {'adam': self.learner.optimizer})
 
     def save(self, directory: str | Path, keep: int = 3, timeout: float = 30.0) -> Path:
         """Write the learner's weights, optimizer state, normalisers, counters and generators.
@@ -227,37 +253,28 @@ class Agent:
             finally:
                 self.learner.abort.clear()
         self._adopt_finished_update()
-        tensors, meta = state_tensors(*self._parts())
+        self.sync_learner()
+        tensors, meta = self.learner.state()
         tensors.update(generator_tensors({'actions': self._generator}))
         meta.update(kind=CHECKPOINT_PREFIX, architecture=self.architecture(),
                     architecture_hash=config_hash(self.architecture()),
                     config=asdict(self.config), steps=self.steps, updates=self.updates,
                     updates_skipped=self.updates_skipped,
-                    nonfinite_steps_skipped=self.learner.last_good.skipped,
-                    restores=self.learner.last_good.restores,
-                    ppo_rng=self.learner.rng.bit_generator.state,
-                    reward_stats=self.learner.reward_stats(),
                     feature_stats=self.feature_stats.state())
         return save_checkpoint(directory, CHECKPOINT_PREFIX, self.steps, tensors, meta, keep)
 
     def load(self, checkpoint: LoadedCheckpoint) -> None:
         """Continue from a checkpoint; ValueError says precisely what does not match."""
         check_architecture(checkpoint, self.architecture())
-        restore_state(checkpoint.tensors, checkpoint.metadata, *self._parts())
+        meta = checkpoint.metadata
+        self.learner.load_state(checkpoint.tensors, meta)
         for group in self.learner.optimizer.param_groups:  # the configured rate, not the saved
             group['lr'] = self.config.ppo.learning_rate
+        if self._process is not None:
+            self._process.invalidate()
         self.policy.load_state_dict(self.learner.model.state_dict())
-        meta = checkpoint.metadata
         self.steps, self.updates = int(meta['steps']), int(meta['updates'])
-        # counters and generators: absent from older checkpoints
-        self.updates_skipped = int(meta.get('updates_skipped', 0))
-        self.learner.last_good.skipped = int(meta.get('nonfinite_steps_skipped', 0))
-        self.learner.last_good.restores = int(meta.get('restores', 0))
+        self.updates_skipped = int(meta.get('updates_skipped', 0))  # absent from older ones
         restore_generators(checkpoint.tensors, {'actions': self._generator})
-        if 'ppo_rng' in meta:
-            self.learner.rng.bit_generator.state = meta['ppo_rng']
-        self.learner.load_reward_stats(meta['reward_stats'] if 'reward_stats' in meta
-                                       else {'intrinsic': meta['intrinsic_stats']})
         self.feature_stats.load_state(meta['feature_stats'])
-        self.learner.last_good.snapshot()
         self.forget_previous()

@@ -31,7 +31,6 @@ from perception_rl.scalar_log import ScalarLog
 from perception_rl.timing import FrameTrace, LatencyWindow
 
 FEATURE_DIM = 64
-SWITCH_INTERVAL_S = 0.0005
 PARAMETERS = [
     ParamSpec('controlled_axes', ('linear.x', 'angular.z'),
               'Twist components the agent drives; the others stay 0', choices=TWIST_AXES),
@@ -86,11 +85,6 @@ class AgentNode(Node):
         super().__init__('agent_node', **kwargs)
         p = declare_parameters(self, PARAMETERS, on_change=self._on_change)
         torch.set_num_threads(1)
-        # The PPO update runs on a thread of this process; when it holds the GIL, acting would
-        # wait up to Python's default switch interval (5 ms) for it. 0.5 ms brought the act
-        # time's p99 during updates from 17.8 to 10.5 ms on a loaded 2-core machine
-        # (docs/realtime_benchmark.md).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             self.command_spec = CommandSpec(tuple(p['controlled_axes']), tuple(p['axis_limits']))
         except ValueError as error:
@@ -104,7 +98,7 @@ class AgentNode(Node):
                         int_coef=p['intrinsic_coef']),
             curiosity=replace(CuriosityConfig(), kind=p['curiosity']),
             rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'],
-            device=available_device(p['device'], self.get_logger()))
+            device=available_device(p['device'], self.get_logger()), update_process=True)
         self.agent = Agent(config)
         self.agent.learning = p['learn']
         self._p = p
@@ -266,7 +260,8 @@ class AgentNode(Node):
                   'rewards_rejected': self.rewards_rejected,
                   'rewards_clipped': self.rewards_clipped,
                   'nonfinite_steps_skipped': agent.learner.last_good.skipped,
-                  'weights_restored': agent.learner.last_good.restores}
+                  'weights_restored': agent.learner.last_good.restores,
+                  'update_process_restarts': agent.update_process_restarts}
         if self._stale:
             message = ('no features: commanding zero' if self._cmd_pub is not None
                        else 'no features')

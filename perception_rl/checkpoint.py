@@ -53,7 +53,9 @@ def restore_state(tensors: dict[str, torch.Tensor], meta: dict,
         for key, value in tensors.items():
             if key.startswith(prefix):
                 index, slot = key[len(prefix):].split('.', 1)
-                state.setdefault(int(index), {})[slot] = value
+                # A copy: the optimizer updates its state in place, and must not write into
+                # the checkpoint's tensors (or another optimizer loaded from them).
+                state.setdefault(int(index), {})[slot] = value.clone()
         optimizer.load_state_dict(
             {'state': state, 'param_groups': meta[f'optim.{name}.param_groups']})
 

@@ -19,16 +19,36 @@ from perception_rl.frame_sources import SourceError
 from perception_rl.node_params import ParameterError
 
 
+class StopSignals:
+    """While in effect, SIGINT and SIGTERM only set `stop` (no KeyboardInterrupt part-way
+    through building or shutting down a node)."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self._previous = {}
+
+    def __enter__(self) -> threading.Event:
+        self._previous = {sig: signal.signal(sig, lambda *_: self.stop.set())
+                          for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self.stop
+
+    def __exit__(self, *_) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def spin_until_stopped(nodes: list[Node], duration: float | None = None,
-                       every_second: Callable[[], None] | None = None) -> None:
+                       every_second: Callable[[], None] | None = None,
+                       stop: threading.Event | None = None) -> None:
     """Spin the nodes on one executor until a signal, `duration` seconds, rclpy shutdown, or
     a node that sets its `done` attribute (bag_player at the end of its recording).
 
-    Then each node's `shutdown()` (where it has one) runs, last node first.
+    Then each node's `shutdown()` (where it has one) runs, last node first. `stop`: the flag
+    of the caller's StopSignals, set already if a signal came while the nodes were built.
     """
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    if stop is None:
+        with StopSignals() as stop:
+            return spin_until_stopped(nodes, duration, every_second, stop)
     executor = SingleThreadedExecutor()
     for node in nodes:
         executor.add_node(node)
@@ -57,23 +77,22 @@ def spin_until_stopped(nodes: list[Node], duration: float | None = None,
                     node.get_logger().error(f'shutdown failed: {error}')
         for node in nodes:
             executor.remove_node(node)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def run_node(make_node: Callable[[], Node], args=None) -> int:
     """main() of one node: build it, spin it until a signal, shut it down; the exit code
     (1 when the node ended by setting its `failed` attribute)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = make_node()
-    except (ParameterError, SourceError) as error:
-        rclpy.logging.get_logger('perception_rl').fatal(str(error))
-        rclpy.try_shutdown()
-        return 2
-    try:
-        spin_until_stopped([node])
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    with StopSignals() as stop:  # a signal while the node is built: it shuts down at once
+        try:
+            node = make_node()
+        except (ParameterError, SourceError) as error:
+            rclpy.logging.get_logger('perception_rl').fatal(str(error))
+            rclpy.try_shutdown()
+            return 2
+        try:
+            spin_until_stopped([node], stop=stop)
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
     return 1 if getattr(node, 'failed', False) else 0

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from perception_rl.actor_critic import ActorCritic
+from perception_rl.checkpoint import restore_state, state_tensors
 from perception_rl.last_good import LastGood, all_finite
 from perception_rl.rollout import Rollout, compute_gae, discounted_returns
 from perception_rl.running_stats import RunningMeanStd
@@ -114,6 +115,30 @@ class PPOLearner:
         self.intrinsic_stats.load_state(stats['intrinsic'])
         if 'extrinsic' in stats:  # absent from older checkpoints
             self.extrinsic_stats.load_state(stats['extrinsic'])
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything an update changes, as (CPU tensors, json-able metadata): weights,
+        optimizer state, reward statistics, the shuffling generator and the counters."""
+        tensors, meta = state_tensors({'policy': self.model, 'curiosity': self.curiosity},
+                                      {'adam': self.optimizer})
+        meta.update(ppo_rng=self.rng.bit_generator.state, reward_stats=self.reward_stats(),
+                    nonfinite_steps_skipped=self.last_good.skipped,
+                    restores=self.last_good.restores)
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Take over what `state` wrote (a checkpoint's metadata from before the generator,
+        counters or extrinsic statistics were kept loads too); ValueError names a mismatch."""
+        restore_state(tensors, meta, {'policy': self.model, 'curiosity': self.curiosity},
+                      {'adam': self.optimizer})
+        if 'ppo_rng' in meta:
+            self.rng.bit_generator.state = meta['ppo_rng']
+        self.load_reward_stats(meta['reward_stats'] if 'reward_stats' in meta
+                               else {'intrinsic': meta['intrinsic_stats']})
+        self.last_good.skipped = int(meta.get('nonfinite_steps_skipped', 0))
+        self.last_good.restores = int(meta.get('restores', 0))
+        self.last_good.snapshot()
+        self._good_stats = self.reward_stats()
 
     def _step(self, loss: torch.Tensor, parameters: list[torch.Tensor]) -> None:
         """Backward, clip and step, unless the loss or the gradient is not finite."""

@@ -128,7 +128,8 @@ class Processes:
 
 
 class ProcSampler:
-    """CPU time and RSS of processes, from /proc/<pid>/stat and /proc/<pid>/statm."""
+    """CPU time and RSS of processes with their descendants (agent_node's update process),
+    from /proc/<pid>/stat and /proc/<pid>/statm."""
 
     def __init__(self, pids: dict[str, int]):
         self.pids = pids
@@ -137,15 +138,21 @@ class ProcSampler:
     def sample(self) -> None:
         now, values = time.monotonic(), {}
         for name, pid in self.pids.items():
-            try:
-                with open(f'/proc/{pid}/stat') as handle:
-                    fields = handle.read().rsplit(')', 1)[1].split()
-                with open(f'/proc/{pid}/statm') as handle:
-                    rss_pages = int(handle.read().split()[1])
-            except (OSError, IndexError):
-                continue  # the process has exited
-            cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-            values[name] = (cpu_s, rss_pages * PAGE_BYTES / 2**20)
+            cpu_s = rss_mib = 0.0
+            for member in [pid, *_descendants(pid)]:
+                try:
+                    with open(f'/proc/{member}/stat') as handle:
+                        fields = handle.read().rsplit(')', 1)[1].split()
+                    with open(f'/proc/{member}/statm') as handle:
+                        rss_pages = int(handle.read().split()[1])
+                except (OSError, IndexError):
+                    if member == pid:
+                        break  # the process has exited
+                    continue  # a descendant that has just exited
+                cpu_s += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+                rss_mib += rss_pages * PAGE_BYTES / 2**20
+            else:
+                values[name] = (cpu_s, rss_mib)
         self.samples.append((now, values))
 
     def cpu_cores(self, start: float, end: float) -> dict[str, float]:
@@ -164,6 +171,20 @@ class ProcSampler:
             for name, (_, rss) in values.items():
                 series[name].append((round(t - start, 2), round(rss, 1)))
         return series
+
+
+def _descendants(pid: int) -> list[int]:
+    """The process ids below `pid`, from /proc/<pid>/task/<tid>/children."""
+    found, stack = [], [pid]
+    while stack:
+        for children in Path(f'/proc/{stack.pop()}/task').glob('*/children'):
+            try:
+                ids = [int(child) for child in children.read_text().split()]
+            except OSError:
+                continue
+            found += ids
+            stack += ids
+    return found
 
 
 def _machine_cpu() -> tuple[float, float]:
