@@ -139,7 +139,8 @@ class ProcSampler:
         now, values = time.monotonic(), {}
         for name, pid in self.pids.items():
             cpu_s = rss_mib = 0.0
-            for member in [pid, *_descendants(pid)]:
+            others = set(self.pids.values()) - {pid}  # the bench's own children are nodes
+            for member in [pid, *_descendants(pid, others)]:
                 try:
                     with open(f'/proc/{member}/stat') as handle:
                         fields = handle.read().rsplit(')', 1)[1].split()
@@ -173,13 +174,15 @@ class ProcSampler:
         return series
 
 
-def _descendants(pid: int) -> list[int]:
-    """The process ids below `pid`, from /proc/<pid>/task/<tid>/children."""
+def _descendants(pid: int, excluded: set[int]) -> list[int]:
+    """The process ids below `pid`, from /proc/<pid>/task/<tid>/children, leaving out the
+    `excluded` ones and theirs."""
     found, stack = [], [pid]
     while stack:
         for children in Path(f'/proc/{stack.pop()}/task').glob('*/children'):
             try:
-                ids = [int(child) for child in children.read_text().split()]
+                ids = [int(child) for child in children.read_text().split()
+                       if int(child) not in excluded]
             except OSError:
                 continue
             found += ids

@@ -4,11 +4,13 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from perception_rl.realtime_analysis import NODES, analyse_frames
+from perception_rl.realtime_bench import ProcSampler
 
 BIN = Path(sys.executable).parent
 MS = 1_000_000
@@ -57,6 +59,30 @@ def test_frames_are_joined_by_stamp_and_sequence_numbers():
     assert result['jitter_ms']['count'] == 7
     assert result['jitter_during_update_ms']['count'] == 4  # the odd frames
     assert result['frames_during_update'] == 4
+
+
+def test_cpu_and_memory_count_a_process_with_its_children_but_not_another_named_one():
+    """agent_node's PPO update runs in a child process: its CPU is the node's, and the
+    bench's own (whose children all nodes are) must not count it again."""
+    busy_child = ('import subprocess, sys; subprocess.Popen([sys.executable, "-c", '
+                  '"while True: pass"]).wait()')
+    node = subprocess.Popen([sys.executable, '-c', busy_child])
+    try:
+        sampler = ProcSampler({'node': node.pid, 'observer': os.getpid()})
+        time.sleep(1.0)  # the grandchild starts
+        sampler.sample()
+        time.sleep(1.5)
+        sampler.sample()
+        (t0, first), (t1, last) = sampler.samples
+        node_cpu = last['node'][0] - first['node'][0]
+        observer_cpu = last['observer'][0] - first['observer'][0]
+        assert node_cpu > 0.1, 'the busy grandchild was not counted'
+        assert observer_cpu < node_cpu / 2, 'the named child was counted under its parent too'
+        assert last['node'][1] > 10.0  # two interpreters' RSS, MiB
+    finally:
+        subprocess.run(['pkill', '-P', str(node.pid)], check=False)
+        node.kill()
+        node.wait()
 
 
 def test_bench_writes_every_figure(tmp_path):
