@@ -1,7 +1,7 @@
 """The agent core: acts on every feature vector, learns in a background worker."""
 import copy
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +142,10 @@ class Agent:
                              f'the number of streams ({streams})')
         self.config, self.streams = config, streams
         torch.manual_seed(config.seed)
-        self.learner = make_learner(config)
+        # Where a child process updates, the learner here only mirrors its state: on the CPU,
+        # so that the acting process never sets up a GPU.
+        self.learner = make_learner(replace(config, device='cpu') if config.update_process
+                                    else config)
         self.policy = copy.deepcopy(self.learner.model).cpu()
         self.buffers = [RolloutBuffer(config.rollout_length // streams, config.model.feature_dim,
                                       self.policy.stored_action_dim) for _ in range(streams)]
