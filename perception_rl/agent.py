@@ -150,7 +150,8 @@ class Agent:
         self.buffers = [RolloutBuffer(config.rollout_length // streams, config.model.feature_dim,
                                       self.policy.stored_action_dim) for _ in range(streams)]
         self._generator = torch.Generator().manual_seed(config.seed)
-        self.feature_stats = RunningMeanStd((config.model.feature_dim,), horizon=config.feature_horizon)
+        self.feature_stats = RunningMeanStd((config.model.feature_dim,),
+                                            horizon=config.feature_horizon)
         self._process = LearnerProcess(config, self.learner) if config.update_process else None
         self._worker = UpdateWorker(self._process.update if self._process else self._update_here)
         self._previous: list[tuple[np.ndarray, Decision] | None] = [None] * streams
@@ -273,6 +274,7 @@ class Agent:
         self.learner.load_state(checkpoint.tensors, meta)
         for group in self.learner.optimizer.param_groups:  # the configured rate, not the saved
             group['lr'] = self.config.ppo.learning_rate
+        self.learner.last_good.snapshot()  # with that rate
         if self._process is not None:
             self._process.invalidate()
         self.policy.load_state_dict(self.learner.model.state_dict())
