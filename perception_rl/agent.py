@@ -138,7 +138,7 @@ class Agent:
         self._generator = torch.Generator().manual_seed(config.seed)
         self.feature_stats = RunningMeanStd((mc.feature_dim,), horizon=config.feature_horizon)
         self._worker = UpdateWorker(self.learner)
-        self._previous: list[tuple[np.ndarray, Decision] | None] = [None] * streams
+        self._previous: list[tuple[np.ndarray, np.ndarray, Decision] | None] = [None] * streams
         self.steps = 0
         self.updates = 0
         self.updates_skipped = 0
@@ -150,9 +150,20 @@ class Agent:
         """Decide for `features`; `reward` and `done` belong to the previous decision."""
         return self.act_batch(np.asarray(features)[None], [reward], [done])[0]
 
-    def act_batch(self, features: np.ndarray, rewards, dones) -> list[Decision]:
+    def act_batch(self, features: np.ndarray, rewards, dones, focus_rewards=None,
+                  centres=None) -> list[Decision]:
         """Decide for each stream's features [B, F]; rewards[i] and dones[i] belong to stream
-        i's previous decision."""
+        i's previous decision.
+
+        :param focus_rewards: [B] or None: what perception found in the fovea view of these
+            features' frame (its fovea surprise), the view the previous decision's focus
+            chose. It is the focus head's reward where `ppo.focus_surprise` asks for one;
+            after an episode end the fovea starts afresh and the value is not counted.
+        :param centres: [B, 2] or None (the frame's centre): the fovea centres these
+            features' frames were seen through, in [-1, 1].
+        """
+        centres = (np.zeros((len(features), 2), np.float32) if centres is None
+                   else np.asarray(centres, np.float32).reshape(len(features), 2))
         self._adopt_finished_update()
         if self.learning:
             self.feature_stats.update(np.asarray(features, np.float64))
@@ -162,13 +173,16 @@ class Agent:
         features = self.feature_stats.normalise(np.asarray(features, np.float64))
         if self.learning:
             clip = self.config.reward_clip
-            for buffer, previous, next_features, reward, done in zip(
-                    self.buffers, self._previous, features, rewards, dones):
+            if focus_rewards is None:
+                focus_rewards = np.full(len(features), np.nan)
+            for buffer, previous, next_features, reward, done, focus_reward in zip(
+                    self.buffers, self._previous, features, rewards, dones, focus_rewards):
                 if previous is not None:
-                    prev_features, d = previous
+                    prev_features, prev_centre, d = previous
                     buffer.add(prev_features, next_features, d.action, d.log_prob, d.focus,
                                d.focus_log_prob, d.value_ext, d.value_int,
-                               float(np.clip(reward, -clip, clip)), float(done))
+                               float(np.clip(reward, -clip, clip)), float(done),
+                               np.nan if done else float(focus_reward), prev_centre)
             if all(buffer.full for buffer in self.buffers):
                 rollout = concatenate([buffer.take() for buffer in self.buffers])
                 if self.config.wait_for_update:
@@ -176,8 +190,9 @@ class Agent:
                     self._adopt_finished_update()
                 if not self._worker.submit(rollout):
                     self.updates_skipped += 1
-        decisions = self.policy.decide(features, self._generator)
-        self._previous = [(f.copy(), d) for f, d in zip(features, decisions)]
+        decisions = self.policy.decide(features, self._generator, centres)
+        self._previous = [(f.copy(), c.copy(), d)
+                          for f, c, d in zip(features, centres, decisions)]
         self.steps += len(decisions)
         return decisions
 

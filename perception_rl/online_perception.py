@@ -84,6 +84,11 @@ class PerceptionStep:
     """Time of the view extraction and forward pass (both encoders)."""
     train_ms: float
     """Time of the loss, backward pass and optimizer step (0 when none ran)."""
+    fovea_surprise: np.ndarray | None = None
+    """float32 [B]: how badly the loss redrew each stream's fovea view of this frame, before
+    learning from it (`reconstruction` with `reconstruction_fovea` > 0); None when the loss
+    redraws no fovea or no step ran. High on fine detail the features do not yet hold, low
+    on flat colour: what a focus chosen to be surprised is rewarded with."""
 
 
 def validate(config: PerceptionConfig) -> None:
@@ -199,9 +204,11 @@ class OnlinePerception:
         synchronize(self.device)
         forward_done = time.perf_counter()
         terms: dict[str, float] = {}
+        surprise = None
         if train:
             terms = self._train(frames, rois, features, action_t, continues, fovea, periphery)
             train = bool(terms)
+            surprise = self.aux.fovea_surprise() if train else None
         if self.learns:
             self.aux.remember(key)
         published = key if self.config.publish == 'target' else features.detach()
@@ -217,7 +224,8 @@ class OnlinePerception:
         return PerceptionStep(
             features=published,
             trained=train, loss_terms=terms,
-            forward_ms=1e3 * (forward_done - start), train_ms=train_ms)
+            forward_ms=1e3 * (forward_done - start), train_ms=train_ms,
+            fovea_surprise=None if surprise is None else surprise.cpu().numpy())
 
     def _should_train(self, lateness_ms: float) -> bool:
         if not (self.training and self.learns and self._prev is not None):

@@ -44,6 +44,12 @@ class PPOConfig:
     """Weight of the intrinsic advantage in the combined advantage."""
     focus_coef: float = 1.0
     """Weight of the focus head's REINFORCE loss."""
+    focus_learning_rate: float = 3e-4
+    """Adam learning rate of the focus head."""
+    focus_task: float = 1.0
+    """Weight of the (normalised) task advantage in the focus head's advantage."""
+    focus_surprise: float = 0.0
+    """Weight of the (normalised) fovea surprise in the focus head's advantage."""
     curiosity_coef: float = 1.0
     """Weight of the curiosity module's loss."""
     extrinsic_scale_floor: float = 1.0
@@ -54,6 +60,15 @@ class PPOConfig:
     nonfinite_patience: int = 10
     """Gradient steps skipped for a non-finite loss or gradient, in a row, after which the
     update is abandoned and the weights from before it restored."""
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    """values minus their mean, over their std, where finite; 0 where not (NaN: none)."""
+    out = np.zeros(len(values), np.float32)
+    finite = np.isfinite(values)
+    if finite.sum() > 1:
+        out[finite] = (values[finite] - values[finite].mean()) / (values[finite].std() + 1e-8)
+    return out
 
 
 class UpdateAbandoned(RuntimeError):
@@ -67,8 +82,12 @@ class PPOLearner:
                  seed: int = 0, device: torch.device = torch.device('cpu')):
         self.device = device
         self.model, self.curiosity, self.config = model.to(device), curiosity.to(device), config
+        focus = [*model.focus.parameters(), model.focus_log_std]
+        others = [p for p in [*model.parameters(), *curiosity.parameters()]
+                  if all(p is not f for f in focus)]
         self.optimizer = torch.optim.Adam(
-            list(model.parameters()) + list(curiosity.parameters()), lr=config.learning_rate,
+            [{'params': others}, {'params': focus, 'lr': config.focus_learning_rate}],
+            lr=config.learning_rate,
             eps=1e-5, fused=True)  # one kernel for all parameters: a shorter update
         self.intrinsic_stats = RunningMeanStd()
         self.extrinsic_stats = RunningMeanStd()
@@ -138,6 +157,7 @@ class PPOLearner:
         executed = self.model.executed(actions)  # what the robot or environment received
         old_log_probs = torch.as_tensor(rollout.log_probs, device=device)
         focus = torch.as_tensor(rollout.focus, device=device)
+        centres = torch.as_tensor(rollout.centres, device=device)
 
         # Intrinsic rewards from the curiosity module as it stood when the rollout finished,
         # divided by the running std of their discounted return (Burda et al. 2018, RND), so
@@ -175,18 +195,24 @@ class PPOLearner:
         # from its own loss), one pass over the rollout in minibatches, so that each sample is
         # used once, while its policy is still the one that chose it.
         steps = len(rollout.rewards_ext)
-        focus_norm_adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        focus_norm_adv = c.focus_task * (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if c.focus_surprise > 0.0:
+            focus_norm_adv = focus_norm_adv + c.focus_surprise * torch.as_tensor(
+                _standardised(rollout.focus_rewards), device=device)
         focus_losses = []
         for idx in np.array_split(self.rng.permutation(steps),
                                   max(1, steps // c.minibatch_size)):
             idx = torch.as_tensor(idx, device=device)
-            focus_log_probs = self.model.focus_policy(f[idx]).log_prob(focus[idx]).sum(dim=1)
+            focus_log_probs = self.model.focus_policy(f[idx], centres[idx]).log_prob(
+                focus[idx]).sum(dim=1)
             focus_loss = -(focus_log_probs * focus_norm_adv[idx]).mean()
             self._step(c.focus_coef * focus_loss,
                        [*self.model.focus.parameters(), self.model.focus_log_std])
             focus_losses.append(focus_loss.item())
 
-        stats = {'focus_loss': float(np.mean(focus_losses))}
+        stats = {'focus_loss': float(np.mean(focus_losses)),
+                 'focus_reward': float(np.nanmean(rollout.focus_rewards))
+                 if np.isfinite(rollout.focus_rewards).any() else 0.0}
         epochs_run = 0
         for _ in range(c.epochs):
             epochs_run += 1

@@ -60,6 +60,10 @@ class TrainConfig:
     """Side of the fovea region as a fraction of the frame's shorter side."""
     fixed_fovea: bool = False
     """Keep the fovea at the frame's centre (the baseline learned foveation must beat)."""
+    focus_task: float = 1.0
+    saccadic_focus: bool = False
+    focus_learning_rate: float = 3e-4
+    focus_surprise: float = 0.0
     checkpoint_every: int = 50_000
     """Steps between checkpoints (one is always written at the end)."""
 
@@ -125,10 +129,13 @@ def train(config: TrainConfig, out: Path, progress: bool = True) -> dict:
             action_dim=task.action_dim + 2, learning_rate=config.perception_learning_rate,
             train_every=config.train_every, seed=config.seed))
         agent = Agent(AgentConfig(
-            model=ActorCriticConfig(action_dim=task.action_dim, discrete=task.discrete),
+            model=ActorCriticConfig(action_dim=task.action_dim, discrete=task.discrete,
+                                    saccadic_focus=config.saccadic_focus),
             curiosity=CuriosityConfig(kind=config.curiosity),
             ppo=replace(PPOConfig(), learning_rate=config.learning_rate,
-                        entropy_coef=config.entropy_coef, int_coef=config.intrinsic_coef),
+                        entropy_coef=config.entropy_coef, int_coef=config.intrinsic_coef,
+                        focus_task=config.focus_task, focus_surprise=config.focus_surprise,
+                        focus_learning_rate=config.focus_learning_rate),
             rollout_length=config.rollout_length, seed=config.seed, wait_for_update=True),
             streams=config.envs)
     except ValueError:
@@ -211,7 +218,8 @@ def _loop(config: TrainConfig, tasks: list[ImageTask], core: OnlinePerception, a
             rois.append(Roi.around(*centre, width, height, side, side))
         seen = core.step_batch(frames, rois, np.concatenate([previous_actions, centres], axis=1),
                                starts)
-        decisions = agent.act_batch(seen.features, rewards, dones)
+        decisions = agent.act_batch(seen.features, rewards, dones, seen.fovea_surprise,
+                                    centres.copy())
         for i, (task, decision) in enumerate(zip(tasks, decisions)):
             frames[i], rewards[i], terminated, truncated = task.step(decision.action)
             dones[i] = terminated or truncated

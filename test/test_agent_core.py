@@ -10,8 +10,9 @@ import torch
 from perception_rl.actor_critic import ActorCritic, ActorCriticConfig
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.checkpoint import load_latest
-from perception_rl.curiosity import KINDS, CuriosityConfig
-from perception_rl.ppo import PPOConfig, UpdateAbandoned
+from perception_rl.curiosity import KINDS, CuriosityConfig, make_curiosity
+from perception_rl.ppo import PPOConfig, PPOLearner, UpdateAbandoned
+from perception_rl.rollout import Rollout
 
 
 def _features(rng):
@@ -265,20 +266,27 @@ def test_saving_during_a_long_update_abandons_it_and_writes_the_state_before_it(
         agent.close()
 
 
-@pytest.mark.parametrize('discrete', [False, True])
-def test_decide_draws_and_scores_as_the_distributions_do(discrete):
+@pytest.mark.parametrize('discrete, saccadic', [(False, False), (True, False), (True, True)])
+def test_decide_draws_and_scores_as_the_distributions_do(discrete, saccadic):
     """decide's plain arithmetic against torch.distributions on the same generator state."""
-    model = ActorCritic(ActorCriticConfig(discrete=discrete, action_dim=3 if discrete else 2))
+    model = ActorCritic(ActorCriticConfig(discrete=discrete, action_dim=3 if discrete else 2,
+                                          saccadic_focus=saccadic))
     with torch.no_grad():
         model.focus_log_std.fill_(0.2)  # not the initial value, so that it counts
         if not discrete:
             model.actor_log_std.fill_(-0.3)
+        model.focus[-1].weight.mul_(30.0)  # a saccadic head's spread then varies by state
     features = np.random.default_rng(0).standard_normal((5, 64))
-    decisions = model.decide(features, torch.Generator().manual_seed(7))
+    centres = np.random.default_rng(1).uniform(-1.0, 1.0, (5, 2))
+    decisions = model.decide(features, torch.Generator().manual_seed(7), centres)
     f = torch.as_tensor(features, dtype=torch.float32)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        policy, focus_policy = model.policy(f), model.focus_policy(f)
+        policy = model.policy(f)
+        focus_policy = model.focus_policy(f, torch.as_tensor(centres, dtype=torch.float32))
+        if saccadic:  # a move from where the fovea is, with a spread per state
+            assert focus_policy.mean.sub(torch.as_tensor(centres)).abs().max() < 0.5
+            assert focus_policy.stddev.std(dim=0).min() > 0.0
         if discrete:
             action = torch.multinomial(policy.probs, 1, generator=generator).float()
         else:
@@ -293,3 +301,50 @@ def test_decide_draws_and_scores_as_the_distributions_do(discrete):
         np.testing.assert_allclose(d.focus, focus[i].numpy(), rtol=1e-6)
         assert d.log_prob == pytest.approx(float(log_prob[i]), abs=1e-5)
         assert d.focus_log_prob == pytest.approx(float(focus_log_prob[i]), abs=1e-5)
+
+
+def test_a_focus_reward_goes_with_the_decision_whose_focus_chose_that_view():
+    agent = Agent(AgentConfig(rollout_length=16))
+    rng = np.random.default_rng(2)
+    try:
+        # Call k reports the surprise of the frame seen through decision k-1's focus.
+        agent.act_batch(_features(rng)[None], [0.0], [False], [10.0])
+        agent.act_batch(_features(rng)[None], [0.0], [False], [11.0])
+        agent.act_batch(_features(rng)[None], [0.0], [True], [12.0])  # a new episode's frame
+        agent.act_batch(_features(rng)[None], [0.0], [False], None)  # none measured
+        agent.act_batch(_features(rng)[None], [0.0], [False], [14.0])
+        stored = agent.buffers[0]._fr[:agent.buffers[0].size]
+        np.testing.assert_array_equal(stored, [11.0, np.nan, np.nan, 14.0])
+    finally:
+        agent.close()
+
+
+def _focus_after_updates(focus_task: float, focus_surprise: float) -> float:
+    """The focus head's mean x over the rollout's features after 20 updates on one rollout
+    whose focus rewards grow with the chosen x (and whose task rewards are noise)."""
+    torch.manual_seed(0)
+    model = ActorCritic(ActorCriticConfig(action_dim=2, discrete=True))
+    learner = PPOLearner(model, make_curiosity(CuriosityConfig(), 64, 2, True),
+                         replace(PPOConfig(), focus_learning_rate=3e-3, focus_task=focus_task,
+                                 focus_surprise=focus_surprise))
+    rng = np.random.default_rng(3)
+    steps = 256
+    features = rng.standard_normal((steps, 64)).astype(np.float32)
+    focus = rng.normal(0.0, 0.6, (steps, 2)).astype(np.float32)
+    zeros = np.zeros(steps, np.float32)
+    gaps = zeros.copy()
+    gaps[-1] = 1.0
+    rollout = Rollout(features, np.roll(features, -1, 0), rng.integers(0, 2, (steps, 1)).astype(
+        np.float32), np.full(steps, np.log(0.5), np.float32), focus, zeros, zeros, zeros,
+        rng.normal(0.0, 0.1, steps).astype(np.float32), zeros, gaps, focus[:, 0].copy(),
+        np.zeros((steps, 2), np.float32))
+    for _ in range(20):
+        learner.update(rollout)
+    with torch.no_grad():
+        return float(model.focus(torch.as_tensor(features))[:, 0].mean())
+
+
+def test_the_focus_head_learns_to_look_where_perception_is_surprised():
+    assert _focus_after_updates(focus_task=0.0, focus_surprise=1.0) > 0.2
+    assert _focus_after_updates(focus_task=0.0, focus_surprise=0.0) == pytest.approx(0.0,
+                                                                                    abs=0.02)
