@@ -137,6 +137,8 @@ class Agent:
                                       self.policy.stored_action_dim) for _ in range(streams)]
         self._generator = torch.Generator().manual_seed(config.seed)
         self.feature_stats = RunningMeanStd((mc.feature_dim,), horizon=config.feature_horizon)
+        self.detail_stats = RunningMeanStd((1,), horizon=config.feature_horizon)
+        """Standardise fovea detail for a saccadic focus head's context."""
         self._worker = UpdateWorker(self.learner)
         self._previous: list[tuple[np.ndarray, np.ndarray, Decision] | None] = [None] * streams
         self.steps = 0
@@ -150,20 +152,27 @@ class Agent:
         """Decide for `features`; `reward` and `done` belong to the previous decision."""
         return self.act_batch(np.asarray(features)[None], [reward], [done])[0]
 
-    def act_batch(self, features: np.ndarray, rewards, dones, focus_rewards=None,
+    def act_batch(self, features: np.ndarray, rewards, dones, fovea_detail=None,
                   centres=None) -> list[Decision]:
         """Decide for each stream's features [B, F]; rewards[i] and dones[i] belong to stream
         i's previous decision.
 
-        :param focus_rewards: [B] or None: what perception found in the fovea view of these
-            features' frame (its fovea surprise), the view the previous decision's focus
-            chose. It is the focus head's reward where `ppo.focus_surprise` asks for one;
-            after an episode end the fovea starts afresh and the value is not counted.
+        :param fovea_detail: [B] or None: perception's `fovea_detail` of these features'
+            frames, seen where the previous decisions' focus put the fovea. It is that focus's
+            reward where `ppo.focus_reward` is 'detail' (not after an episode end, where the
+            fovea starts afresh), and part of a saccadic focus head's context.
         :param centres: [B, 2] or None (the frame's centre): the fovea centres these
             features' frames were seen through, in [-1, 1].
         """
-        centres = (np.zeros((len(features), 2), np.float32) if centres is None
-                   else np.asarray(centres, np.float32).reshape(len(features), 2))
+        streams = len(features)
+        centres = (np.zeros((streams, 2)) if centres is None
+                   else np.asarray(centres, np.float64).reshape(streams, 2))
+        detail = (np.full(streams, np.nan) if fovea_detail is None
+                  else np.asarray(fovea_detail, np.float64).reshape(streams))
+        if self.learning and np.isfinite(detail).all():
+            self.detail_stats.update(detail[:, None])
+        context = np.concatenate(
+            [centres, self.detail_stats.normalise(np.nan_to_num(detail)[:, None])], axis=1)
         self._adopt_finished_update()
         if self.learning:
             self.feature_stats.update(np.asarray(features, np.float64))
@@ -173,16 +182,14 @@ class Agent:
         features = self.feature_stats.normalise(np.asarray(features, np.float64))
         if self.learning:
             clip = self.config.reward_clip
-            if focus_rewards is None:
-                focus_rewards = np.full(len(features), np.nan)
             for buffer, previous, next_features, reward, done, focus_reward in zip(
-                    self.buffers, self._previous, features, rewards, dones, focus_rewards):
+                    self.buffers, self._previous, features, rewards, dones, detail):
                 if previous is not None:
-                    prev_features, prev_centre, d = previous
+                    prev_features, prev_context, d = previous
                     buffer.add(prev_features, next_features, d.action, d.log_prob, d.focus,
                                d.focus_log_prob, d.value_ext, d.value_int,
                                float(np.clip(reward, -clip, clip)), float(done),
-                               np.nan if done else float(focus_reward), prev_centre)
+                               np.nan if done else focus_reward, prev_context)
             if all(buffer.full for buffer in self.buffers):
                 rollout = concatenate([buffer.take() for buffer in self.buffers])
                 if self.config.wait_for_update:
@@ -190,9 +197,9 @@ class Agent:
                     self._adopt_finished_update()
                 if not self._worker.submit(rollout):
                     self.updates_skipped += 1
-        decisions = self.policy.decide(features, self._generator, centres)
+        decisions = self.policy.decide(features, self._generator, context)
         self._previous = [(f.copy(), c.copy(), d)
-                          for f, c, d in zip(features, centres, decisions)]
+                          for f, c, d in zip(features, context, decisions)]
         self.steps += len(decisions)
         return decisions
 
@@ -252,15 +259,15 @@ class Agent:
                     restores=self.learner.last_good.restores,
                     ppo_rng=self.learner.rng.bit_generator.state,
                     reward_stats=self.learner.reward_stats(),
-                    feature_stats=self.feature_stats.state())
+                    feature_stats=self.feature_stats.state(),
+                    detail_stats=self.detail_stats.state())
         return save_checkpoint(directory, CHECKPOINT_PREFIX, self.steps, tensors, meta, keep)
 
     def load(self, checkpoint: LoadedCheckpoint) -> None:
         """Continue from a checkpoint; ValueError says precisely what does not match."""
         check_architecture(checkpoint, self.architecture())
         restore_state(checkpoint.tensors, checkpoint.metadata, *self._parts())
-        for group in self.learner.optimizer.param_groups:  # the configured rate, not the saved
-            group['lr'] = self.config.ppo.learning_rate
+        self.learner.set_learning_rates()  # the configured rates, not the saved ones
         self.policy.load_state_dict(self.learner.model.state_dict())
         meta = checkpoint.metadata
         self.steps, self.updates = int(meta['steps']), int(meta['updates'])
@@ -274,5 +281,7 @@ class Agent:
         self.learner.load_reward_stats(meta['reward_stats'] if 'reward_stats' in meta
                                        else {'intrinsic': meta['intrinsic_stats']})
         self.feature_stats.load_state(meta['feature_stats'])
+        if 'detail_stats' in meta:  # absent from older checkpoints
+            self.detail_stats.load_state(meta['detail_stats'])
         self.learner.last_good.snapshot()
         self.forget_previous()

@@ -266,26 +266,18 @@ class Reconstruction(nn.Module):
         self.memory: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.memory_loss: list[float] = []
         self._generator = torch.Generator().manual_seed(0)
-        self.fovea_errors: torch.Tensor | None = None
-        """The fovea's redrawing error of each current frame [B] (detached) from the last
-        call, before the step that learns from it: perception's surprise at what the fovea
-        sees. None without a fovea decoder."""
 
-    def _errors(self, features: torch.Tensor, fovea: torch.Tensor, periphery: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The weighted mean squared error of each redrawn frame [B], and the fovea's own
-        unweighted part [B] (None without a fovea decoder)."""
+    def _errors(self, features: torch.Tensor, fovea: torch.Tensor,
+                periphery: torch.Tensor) -> torch.Tensor:
+        """The mean squared error of each redrawn frame [B]."""
         errors = (self.periphery_decoder(features) - periphery).pow(2).mean(dim=(1, 2, 3))
-        fovea_errors = None
         if self.fovea_decoder is not None:
-            fovea_errors = (self.fovea_decoder(features) - fovea).pow(2).mean(dim=(1, 2, 3))
-            errors = errors + self.fovea_weight * fovea_errors
-        return errors, fovea_errors
+            errors = errors + self.fovea_weight * (
+                self.fovea_decoder(features) - fovea).pow(2).mean(dim=(1, 2, 3))
+        return errors
 
     def forward(self, ctx: AuxContext, history: 'FeatureHistory') -> torch.Tensor:
-        errors, fovea_errors = self._errors(ctx.features, ctx.fovea, ctx.periphery)
-        self.fovea_errors = None if fovea_errors is None else fovea_errors.detach()
-        loss = errors.mean()
+        loss = self._errors(ctx.features, ctx.fovea, ctx.periphery).mean()
         if self.capacity > 0:
             loss = self._with_memory(ctx, loss)
         return loss
@@ -295,7 +287,7 @@ class Reconstruction(nn.Module):
         if self.memory:
             index = int(torch.randint(len(self.memory), (1,), generator=self._generator))
             fovea, periphery = self.memory[index]
-            replay = self._errors(ctx.encode(fovea, periphery), fovea, periphery)[0].mean()
+            replay = self._errors(ctx.encode(fovea, periphery), fovea, periphery).mean()
             self.memory_loss[index] = float(replay.detach())
             loss = (loss + replay) / 2.0
         entry = (ctx.fovea.detach(), ctx.periphery.detach())
@@ -404,12 +396,6 @@ class AuxiliaryObjective(nn.Module):
         if total is not None:
             values['total'] = float(total.detach())
         return total, values
-
-    def fovea_surprise(self) -> torch.Tensor | None:
-        """The reconstruction term's fovea error of each frame of the last call [B]; None
-        where the loss redraws no fovea."""
-        term = self.terms['reconstruction'] if 'reconstruction' in self.terms else None
-        return None if term is None else term.fovea_errors
 
     def generators(self) -> dict[str, torch.Generator]:
         """The random generators of the terms that draw random numbers, by term name."""

@@ -277,7 +277,7 @@ def test_decide_draws_and_scores_as_the_distributions_do(discrete, saccadic):
             model.actor_log_std.fill_(-0.3)
         model.focus[-1].weight.mul_(30.0)  # a saccadic head's spread then varies by state
     features = np.random.default_rng(0).standard_normal((5, 64))
-    centres = np.random.default_rng(1).uniform(-1.0, 1.0, (5, 2))
+    centres = np.random.default_rng(1).uniform(-1.0, 1.0, (5, 3))  # centre and detail
     decisions = model.decide(features, torch.Generator().manual_seed(7), centres)
     f = torch.as_tensor(features, dtype=torch.float32)
     generator = torch.Generator().manual_seed(7)
@@ -285,7 +285,7 @@ def test_decide_draws_and_scores_as_the_distributions_do(discrete, saccadic):
         policy = model.policy(f)
         focus_policy = model.focus_policy(f, torch.as_tensor(centres, dtype=torch.float32))
         if saccadic:  # a move from where the fovea is, with a spread per state
-            assert focus_policy.mean.sub(torch.as_tensor(centres)).abs().max() < 0.5
+            assert focus_policy.mean.sub(torch.as_tensor(centres[:, :2])).abs().max() < 0.5
             assert focus_policy.stddev.std(dim=0).min() > 0.0
         if discrete:
             action = torch.multinomial(policy.probs, 1, generator=generator).float()
@@ -313,38 +313,47 @@ def test_a_focus_reward_goes_with_the_decision_whose_focus_chose_that_view():
         agent.act_batch(_features(rng)[None], [0.0], [True], [12.0])  # a new episode's frame
         agent.act_batch(_features(rng)[None], [0.0], [False], None)  # none measured
         agent.act_batch(_features(rng)[None], [0.0], [False], [14.0])
-        stored = agent.buffers[0]._fr[:agent.buffers[0].size]
-        np.testing.assert_array_equal(stored, [11.0, np.nan, np.nan, 14.0])
+        buffer = agent.buffers[0]
+        np.testing.assert_array_equal(buffer._fr[:buffer.size], [11.0, np.nan, np.nan, 14.0])
+        # Each row keeps the fovea's context when its focus was chosen: the detail it saw.
+        details = buffer._context[:buffer.size, 2]
+        assert details[3] < details[0] < details[1]  # none measured: as a detail of 0
     finally:
         agent.close()
 
 
-def _focus_after_updates(focus_task: float, focus_surprise: float) -> float:
-    """The focus head's mean x over the rollout's features after 20 updates on one rollout
-    whose focus rewards grow with the chosen x (and whose task rewards are noise)."""
+def _focus_after_updates(focus_reward: str) -> float:
+    """The focus head's mean x over the rollout's features after 10 updates on one rollout
+    whose fovea detail grows with the x the focus chose (and whose task rewards are noise)."""
     torch.manual_seed(0)
     model = ActorCritic(ActorCriticConfig(action_dim=2, discrete=True))
     learner = PPOLearner(model, make_curiosity(CuriosityConfig(), 64, 2, True),
-                         replace(PPOConfig(), focus_learning_rate=3e-3, focus_task=focus_task,
-                                 focus_surprise=focus_surprise))
+                         replace(PPOConfig(), focus_reward=focus_reward))
     rng = np.random.default_rng(3)
     steps = 256
     features = rng.standard_normal((steps, 64)).astype(np.float32)
     focus = rng.normal(0.0, 0.6, (steps, 2)).astype(np.float32)
+    focus_log_probs = model.focus_policy(torch.as_tensor(features), torch.zeros(steps, 3)
+                                         ).log_prob(torch.as_tensor(focus)).sum(dim=1)
     zeros = np.zeros(steps, np.float32)
     gaps = zeros.copy()
     gaps[-1] = 1.0
-    rollout = Rollout(features, np.roll(features, -1, 0), rng.integers(0, 2, (steps, 1)).astype(
-        np.float32), np.full(steps, np.log(0.5), np.float32), focus, zeros, zeros, zeros,
-        rng.normal(0.0, 0.1, steps).astype(np.float32), zeros, gaps, focus[:, 0].copy(),
-        np.zeros((steps, 2), np.float32))
-    for _ in range(20):
+    rollout = Rollout(
+        features, np.roll(features, -1, 0), rng.integers(0, 2, (steps, 1)).astype(np.float32),
+        np.full(steps, np.log(0.5), np.float32), focus, focus_log_probs.detach().numpy(),
+        zeros, zeros, rng.normal(0.0, 0.1, steps).astype(np.float32), zeros, gaps,
+        focus[:, 0].copy(), np.zeros((steps, 3), np.float32))
+    for _ in range(10):
         learner.update(rollout)
     with torch.no_grad():
         return float(model.focus(torch.as_tensor(features))[:, 0].mean())
 
 
-def test_the_focus_head_learns_to_look_where_perception_is_surprised():
-    assert _focus_after_updates(focus_task=0.0, focus_surprise=1.0) > 0.2
-    assert _focus_after_updates(focus_task=0.0, focus_surprise=0.0) == pytest.approx(0.0,
-                                                                                    abs=0.02)
+def test_the_focus_head_learns_to_look_where_the_fovea_sees_detail():
+    assert _focus_after_updates('detail') > 0.1
+    # On the task's advantage (noise here) it does not learn to go there.
+    assert abs(_focus_after_updates('task')) < 0.05
+    with pytest.raises(ValueError, match="'focus_reward' must be one of"):
+        PPOLearner(ActorCritic(ActorCriticConfig()), make_curiosity(CuriosityConfig(), 64, 2,
+                                                                     False),
+                   replace(PPOConfig(), focus_reward='surprise'))

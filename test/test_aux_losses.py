@@ -204,28 +204,3 @@ def test_effective_rank_and_health_summary():
     assert np.isnan(first['drift_per_s']) and first['effective_rank'] > 20
     second = health.summary(reference + 0.5, now=12.0)
     assert second['drift_per_s'] == pytest.approx(0.25)
-
-
-def test_fovea_surprise_is_the_fovea_error_high_on_fine_stripes_low_on_flat_grey():
-    core = OnlinePerception(PerceptionConfig(
-        aux=replace(AuxLossConfig(), spec='reconstruction', reconstruction_fovea=0.1)))
-    flat = np.full((192, 256, 3), 128, np.uint8)
-    striped = flat.copy()
-    striped[:, (np.arange(256) // 2) % 2 == 0] = 0
-    striped[:, (np.arange(256) // 2) % 2 == 1] = 255
-    roi = Roi.centred(256, 192, 48, 48)
-    actions = np.zeros((2, ACTION_DIM), np.float32)
-    first = core.step_batch([flat, striped], [roi, roi], actions)
-    assert first.fovea_surprise is None  # no step on the first tick: nothing measured
-    seen = core.step_batch([flat, striped], [roi, roi], actions)
-    assert seen.trained and seen.fovea_surprise.shape == (2,)
-    # The untrained decoder draws about mid-grey: flat grey costs almost nothing, 2-pixel
-    # black and white stripes about 0.25 per pixel.
-    assert seen.fovea_surprise[0] < 0.02 and seen.fovea_surprise[1] > 0.15
-    term = core.aux.terms['reconstruction']
-    assert torch.equal(term.fovea_errors.cpu(), torch.as_tensor(seen.fovea_surprise))
-    # A loss that redraws no fovea measures no surprise.
-    periphery_only = _core('reconstruction')
-    for _ in range(2):
-        step = periphery_only.step_batch([flat, striped], [roi, roi], actions)
-    assert step.trained and step.fovea_surprise is None
