@@ -227,7 +227,7 @@ def _loop(config: TrainConfig, tasks: list[ImageTask], core: OnlinePerception, a
             side = round(config.roi_fraction * min(height, width))
             rois.append(Roi.around(*centre, width, height, side, side))
         seen = core.step_batch(frames, rois, np.concatenate([previous_actions, centres], axis=1),
-                               starts)
+                               starts, detail=config.focus == 'detail')
         decisions = agent.act_batch(seen.features, rewards, dones, seen.fovea_detail,
                                     centres.copy())
         for i, (task, decision) in enumerate(zip(tasks, decisions)):
