@@ -78,8 +78,8 @@ class ActorCritic(nn.Module):
         self.actor = mlp(c.feature_dim, c.hidden, c.action_dim, out_gain=0.01)
         if not c.discrete:
             self.actor_log_std = nn.Parameter(torch.full((c.action_dim,), c.init_log_std))
-        self.focus = (mlp(c.feature_dim + FOCUS_CONTEXT, c.hidden, 4, out_gain=0.01) if c.saccadic_focus
-                      else mlp(c.feature_dim, c.hidden, 2, out_gain=0.01))
+        self.focus = (mlp(c.feature_dim + FOCUS_CONTEXT, c.hidden, 4, out_gain=0.01)
+                      if c.saccadic_focus else mlp(c.feature_dim, c.hidden, 2, out_gain=0.01))
         self.focus_log_std = nn.Parameter(torch.full((2,), c.init_log_std))
         self.critic_ext = mlp(c.feature_dim, c.hidden, 1, out_gain=1.0)
         self.critic_int = mlp(c.feature_dim, c.hidden, 1, out_gain=1.0)

@@ -227,7 +227,10 @@ class Agent:
 
     def architecture(self) -> dict:
         """What a checkpoint must match to be loaded into this agent."""
-        return {'model': asdict(self.config.model), 'curiosity': asdict(self.config.curiosity)}
+        model = asdict(self.config.model)
+        if not model['saccadic_focus']:  # the absolute focus head of checkpoints from before
+            del model['saccadic_focus']
+        return {'model': model, 'curiosity': asdict(self.config.curiosity)}
 
     def _parts(self):
         return ({'policy': self.learner.model, 'curiosity': self.learner.curiosity},

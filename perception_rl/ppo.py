@@ -49,8 +49,8 @@ class PPOConfig:
     REINFORCE pass over the rollout. 'detail': the fovea detail of the view the focus chose
     (perception's `fovea_detail` of the next frame), less its rollout mean, over its running
     std; PPO's clipped objective over `epochs` passes, as it is the focus head's own reward."""
-    focus_learning_rate: float = 3e-4
-    """Adam learning rate of the focus head."""
+    focus_learning_rate: float | None = None
+    """Adam learning rate of the focus head; None: `learning_rate`."""
     curiosity_coef: float = 1.0
     """Weight of the curiosity module's loss."""
     extrinsic_scale_floor: float = 1.0
@@ -122,7 +122,7 @@ class PPOLearner:
         of its own)."""
         c = self.config
         every = [*self.model.parameters(), *self.curiosity.parameters()]
-        if c.focus_learning_rate == c.learning_rate:
+        if c.focus_learning_rate in (None, c.learning_rate):
             return [{'params': every}]
         focus = {id(p) for p in self.model.focus_parameters()}
         return [{'params': [p for p in every if id(p) not in focus]},
@@ -130,7 +130,8 @@ class PPOLearner:
 
     def set_learning_rates(self) -> None:
         """The configured learning rates (after loading an optimizer's saved state)."""
-        rates = [self.config.learning_rate, self.config.focus_learning_rate]
+        c = self.config
+        rates = [c.learning_rate, c.focus_learning_rate or c.learning_rate]
         for group, rate in zip(self.optimizer.param_groups, rates):
             group['lr'] = rate
 
@@ -154,12 +155,15 @@ class PPOLearner:
     def reward_stats(self) -> dict[str, list]:
         """The running statistics that scale the rewards, for a checkpoint."""
         return {'intrinsic': self.intrinsic_stats.state(),
-                'extrinsic': self.extrinsic_stats.state()}
+                'extrinsic': self.extrinsic_stats.state(),
+                'focus': self.focus_reward_stats.state()}
 
     def load_reward_stats(self, stats: dict[str, list]) -> None:
         self.intrinsic_stats.load_state(stats['intrinsic'])
         if 'extrinsic' in stats:  # absent from older checkpoints
             self.extrinsic_stats.load_state(stats['extrinsic'])
+        if 'focus' in stats:
+            self.focus_reward_stats.load_state(stats['focus'])
 
     def _step(self, loss: torch.Tensor, parameters: list[torch.Tensor]) -> None:
         """Backward, clip and step, unless the loss or the gradient is not finite."""

@@ -144,8 +144,7 @@ def train(config: TrainConfig, out: Path, progress: bool = True) -> dict:
                         entropy_coef=config.entropy_coef, int_coef=config.intrinsic_coef,
                         focus_reward=config.focus,
                         focus_learning_rate=(DETAIL_FOCUS_LEARNING_RATE
-                                             if config.focus == 'detail' else
-                                             config.learning_rate)),
+                                             if config.focus == 'detail' else None)),
             rollout_length=config.rollout_length, seed=config.seed, wait_for_update=True),
             streams=config.envs)
     except ValueError:

@@ -128,6 +128,33 @@ def test_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
 
 
 
+def test_a_detail_seeking_agent_resumes_its_detail_scale_and_focus_rate(tmp_path):
+    config = AgentConfig(model=ActorCriticConfig(action_dim=2, discrete=True,
+                                                 saccadic_focus=True),
+                         ppo=replace(PPOConfig(), focus_reward='detail',
+                                     focus_learning_rate=1e-3), rollout_length=32)
+    agent = Agent(config)
+    rng = np.random.default_rng(4)
+    for _ in range(70):
+        agent.act_batch(_features(rng)[None], [0.0], [False], [rng.uniform(0.0, 0.03)],
+                        rng.uniform(-1.0, 1.0, (1, 2)))
+    agent.save(tmp_path)
+    agent.close()
+    resumed = Agent(config)
+    resumed.load(load_latest(tmp_path, 'agent')[0])
+    assert resumed.detail_stats.count == agent.detail_stats.count == pytest.approx(70, abs=1e-3)
+    assert resumed.learner.focus_reward_stats.count == agent.learner.focus_reward_stats.count > 0
+    assert [g['lr'] for g in resumed.learner.optimizer.param_groups] == [3e-4, 1e-3]
+    resumed.close()
+    # An absolute focus head cannot take a saccadic one's weights; its architecture is the
+    # one of checkpoints from before saccades, which therefore still load.
+    plain = Agent(AgentConfig(model=ActorCriticConfig(action_dim=2, discrete=True)))
+    assert 'saccadic_focus' not in plain.architecture()['model']
+    with pytest.raises(ValueError, match='saccadic_focus'):
+        plain.load(load_latest(tmp_path, 'agent')[0])
+    plain.close()
+
+
 @pytest.mark.parametrize('curiosity', KINDS)
 @pytest.mark.parametrize('discrete', [False, True])
 def test_every_curiosity_module_learns_with_either_kind_of_action(curiosity, discrete):
