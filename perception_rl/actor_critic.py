@@ -25,6 +25,21 @@ class ActorCriticConfig:
     """Hidden width of each MLP."""
     init_log_std: float = -0.5
     """Initial log standard deviation of the action and focus distributions."""
+    saccadic_focus: bool = False
+    """The focus head also sees where the fovea is now and how much detail it sees there
+    (`focus_context`), and proposes a move from there with a spread of its own per state: it
+    can hold the fovea on what it found and search widely where it found nothing. Otherwise
+    it proposes an absolute centre from the features, with one spread for all states."""
+
+
+FOCUS_CONTEXT = 3
+"""What a saccadic focus head knows of the fovea besides the features: the centre (x, y in
+[-1, 1]) the features were seen through and the detail the fovea sees there (standardised)."""
+CENTRE_LIMIT = 0.95
+"""A saccadic move starts from the fovea centre clipped to this, so an edge is no trap."""
+FOCUS_LOG_STD_RANGE = (-3.0, 1.0)
+"""Bounds of a saccadic focus head's log spread: from a twentieth of the frame's half-width
+to wider than the frame."""
 
 
 @dataclass
@@ -63,7 +78,8 @@ class ActorCritic(nn.Module):
         self.actor = mlp(c.feature_dim, c.hidden, c.action_dim, out_gain=0.01)
         if not c.discrete:
             self.actor_log_std = nn.Parameter(torch.full((c.action_dim,), c.init_log_std))
-        self.focus = mlp(c.feature_dim, c.hidden, 2, out_gain=0.01)
+        self.focus = (mlp(c.feature_dim + FOCUS_CONTEXT, c.hidden, 4, out_gain=0.01)
+                      if c.saccadic_focus else mlp(c.feature_dim, c.hidden, 2, out_gain=0.01))
         self.focus_log_std = nn.Parameter(torch.full((2,), c.init_log_std))
         self.critic_ext = mlp(c.feature_dim, c.hidden, 1, out_gain=1.0)
         self.critic_int = mlp(c.feature_dim, c.hidden, 1, out_gain=1.0)
@@ -93,16 +109,35 @@ class ActorCritic(nn.Module):
             return F.one_hot(actions[:, 0].long(), self.config.action_dim).float()
         return actions.clamp(-1.0, 1.0)
 
-    def focus_policy(self, features: torch.Tensor) -> Normal:
-        return Normal(self.focus(features), self.focus_log_std.exp())
+    def focus_parameters(self) -> list[nn.Parameter]:
+        return [*self.focus.parameters(), self.focus_log_std]
+
+    def focus_policy(self, features: torch.Tensor, context: torch.Tensor) -> Normal:
+        """The distribution of the next fovea centre, given the features [B, F] and the
+        fovea's context [B, FOCUS_CONTEXT] (used by a saccadic head only)."""
+        mean, log_std = self._focus_mean_log_std(features, context)
+        return Normal(mean, log_std.exp())
+
+    def _focus_mean_log_std(self, features: torch.Tensor, context: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.config.saccadic_focus:
+            return self.focus(features), self.focus_log_std.expand(len(features), 2)
+        out = self.focus(torch.cat([features, context], dim=1))
+        log_std = (self.focus_log_std + out[:, 2:]).clamp(*FOCUS_LOG_STD_RANGE)
+        # The move is made in tanh's inverse: the mean stays inside the frame, and a head
+        # pushed towards an edge can come back (a clipped mean would hold it there for good).
+        here = torch.atanh(context[:, :2].clamp(-CENTRE_LIMIT, CENTRE_LIMIT))
+        return torch.tanh(here + out[:, :2]), log_std
 
     def values(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(V_ext, V_int), each [B]."""
         return self.critic_ext(features)[:, 0], self.critic_int(features)[:, 0]
 
     @torch.no_grad()
-    def decide(self, features: np.ndarray, generator: torch.Generator) -> list[Decision]:
-        """Sample an action and a fovea centre for each feature vector of [B, F].
+    def decide(self, features: np.ndarray, generator: torch.Generator,
+               context: np.ndarray | None = None) -> list[Decision]:
+        """Sample an action and a fovea centre for each feature vector of [B, F], with the
+        fovea's context [B, FOCUS_CONTEXT] (None: zeros, the fovea at the frame's centre).
 
         The same draws and log-probabilities as `policy`/`focus_policy` would give, in plain
         tensor arithmetic: on the acting path every torch call may wait for the GIL while a
@@ -120,10 +155,12 @@ class ActorCritic(nn.Module):
             action = mean + self.actor_log_std.exp() * torch.randn(mean.shape,
                                                                    generator=generator)
             log_prob = _gaussian_log_prob(action, mean, self.actor_log_std)
-        focus_mean = self.focus(f)
-        focus = focus_mean + self.focus_log_std.exp() * torch.randn(focus_mean.shape,
-                                                                    generator=generator)
-        focus_log_prob = _gaussian_log_prob(focus, focus_mean, self.focus_log_std)
+        context = (torch.zeros(len(f), FOCUS_CONTEXT) if context is None else
+                   torch.as_tensor(context, dtype=torch.float32).reshape(len(f), FOCUS_CONTEXT))
+        focus_mean, focus_log_std = self._focus_mean_log_std(f, context)
+        focus = focus_mean + focus_log_std.exp() * torch.randn(focus_mean.shape,
+                                                               generator=generator)
+        focus_log_prob = _gaussian_log_prob(focus, focus_mean, focus_log_std)
         value_ext, value_int = self.values(f)
         return [Decision(action=action[i].numpy(), log_prob=float(log_prob[i]),
                          focus=focus[i].numpy(), focus_log_prob=float(focus_log_prob[i]),

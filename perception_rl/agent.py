@@ -152,9 +152,11 @@ class Agent:
         self._generator = torch.Generator().manual_seed(config.seed)
         self.feature_stats = RunningMeanStd((config.model.feature_dim,),
                                             horizon=config.feature_horizon)
+        self.detail_stats = RunningMeanStd((1,), horizon=config.feature_horizon)
+        """Standardise fovea detail for a saccadic focus head's context."""
         self._process = LearnerProcess(config, self.learner) if config.update_process else None
         self._worker = UpdateWorker(self._process.update if self._process else self._update_here)
-        self._previous: list[tuple[np.ndarray, Decision] | None] = [None] * streams
+        self._previous: list[tuple[np.ndarray, np.ndarray, Decision] | None] = [None] * streams
         self.steps = 0
         self.updates = 0
         self.updates_skipped = 0
@@ -166,9 +168,27 @@ class Agent:
         """Decide for `features`; `reward` and `done` belong to the previous decision."""
         return self.act_batch(np.asarray(features)[None], [reward], [done])[0]
 
-    def act_batch(self, features: np.ndarray, rewards, dones) -> list[Decision]:
+    def act_batch(self, features: np.ndarray, rewards, dones, fovea_detail=None,
+                  centres=None) -> list[Decision]:
         """Decide for each stream's features [B, F]; rewards[i] and dones[i] belong to stream
-        i's previous decision."""
+        i's previous decision.
+
+        :param fovea_detail: [B] or None: perception's `fovea_detail` of these features'
+            frames, seen where the previous decisions' focus put the fovea. It is that focus's
+            reward where `ppo.focus_reward` is 'detail' (not after an episode end, where the
+            fovea starts afresh), and part of a saccadic focus head's context.
+        :param centres: [B, 2] or None (the frame's centre): the fovea centres these
+            features' frames were seen through, in [-1, 1].
+        """
+        streams = len(features)
+        centres = (np.zeros((streams, 2)) if centres is None
+                   else np.asarray(centres, np.float64).reshape(streams, 2))
+        detail = (np.full(streams, np.nan) if fovea_detail is None
+                  else np.asarray(fovea_detail, np.float64).reshape(streams))
+        if self.learning and np.isfinite(detail).all():
+            self.detail_stats.update(detail[:, None])
+        context = np.concatenate(
+            [centres, self.detail_stats.normalise(np.nan_to_num(detail)[:, None])], axis=1)
         self._adopt_finished_update()
         if self.learning:
             self.feature_stats.update(np.asarray(features, np.float64))
@@ -178,13 +198,14 @@ class Agent:
         features = self.feature_stats.normalise(np.asarray(features, np.float64))
         if self.learning:
             clip = self.config.reward_clip
-            for buffer, previous, next_features, reward, done in zip(
-                    self.buffers, self._previous, features, rewards, dones):
+            for buffer, previous, next_features, reward, done, focus_reward in zip(
+                    self.buffers, self._previous, features, rewards, dones, detail):
                 if previous is not None:
-                    prev_features, d = previous
+                    prev_features, prev_context, d = previous
                     buffer.add(prev_features, next_features, d.action, d.log_prob, d.focus,
                                d.focus_log_prob, d.value_ext, d.value_int,
-                               float(np.clip(reward, -clip, clip)), float(done))
+                               float(np.clip(reward, -clip, clip)), float(done),
+                               np.nan if done else focus_reward, prev_context)
             if all(buffer.full for buffer in self.buffers):
                 rollout = concatenate([buffer.take() for buffer in self.buffers])
                 if self.config.wait_for_update:
@@ -192,8 +213,9 @@ class Agent:
                     self._adopt_finished_update()
                 if not self._worker.submit(rollout):
                     self.updates_skipped += 1
-        decisions = self.policy.decide(features, self._generator)
-        self._previous = [(f.copy(), d) for f, d in zip(features, decisions)]
+        decisions = self.policy.decide(features, self._generator, context)
+        self._previous = [(f.copy(), c.copy(), d)
+                          for f, c, d in zip(features, context, decisions)]
         self.steps += len(decisions)
         return decisions
 
@@ -239,7 +261,10 @@ class Agent:
 
     def architecture(self) -> dict:
         """What a checkpoint must match to be loaded into this agent."""
-        return {'model': asdict(self.config.model), 'curiosity': asdict(self.config.curiosity)}
+        model = asdict(self.config.model)
+        if not model['saccadic_focus']:  # the absolute focus head of checkpoints from before
+            del model['saccadic_focus']
+        return {'model': model, 'curiosity': asdict(self.config.curiosity)}
 
     def save(self, directory: str | Path, keep: int = 3, timeout: float = 30.0) -> Path:
         """Write the learner's weights, optimizer state, normalisers, counters and generators.
@@ -264,7 +289,8 @@ class Agent:
                     architecture_hash=config_hash(self.architecture()),
                     config=asdict(self.config), steps=self.steps, updates=self.updates,
                     updates_skipped=self.updates_skipped,
-                    feature_stats=self.feature_stats.state())
+                    feature_stats=self.feature_stats.state(),
+                    detail_stats=self.detail_stats.state())
         return save_checkpoint(directory, CHECKPOINT_PREFIX, self.steps, tensors, meta, keep)
 
     def load(self, checkpoint: LoadedCheckpoint) -> None:
@@ -272,9 +298,8 @@ class Agent:
         check_architecture(checkpoint, self.architecture())
         meta = checkpoint.metadata
         self.learner.load_state(checkpoint.tensors, meta)
-        for group in self.learner.optimizer.param_groups:  # the configured rate, not the saved
-            group['lr'] = self.config.ppo.learning_rate
-        self.learner.last_good.snapshot()  # with that rate
+        self.learner.set_learning_rates()  # the configured rates, not the saved ones
+        self.learner.last_good.snapshot()  # with those rates
         if self._process is not None:
             self._process.invalidate()
         self.policy.load_state_dict(self.learner.model.state_dict())
@@ -282,4 +307,6 @@ class Agent:
         self.updates_skipped = int(meta.get('updates_skipped', 0))  # absent from older ones
         restore_generators(checkpoint.tensors, {'actions': self._generator})
         self.feature_stats.load_state(meta['feature_stats'])
+        if 'detail_stats' in meta:  # absent from older checkpoints
+            self.detail_stats.load_state(meta['detail_stats'])
         self.forget_previous()

@@ -5,6 +5,8 @@ episodes.csv:
 
 - frozen: the agent on the frozen random encoder's features (`aux_loss none`);
 - online: the agent on online perception's features (the default `aux_loss`);
+- detail-fovea: online perception, the focus head learning where to look from fovea detail
+  (`perception-rl train --focus detail`);
 - fixed-fovea: online perception with the fovea held at the frame's centre;
 - sb3-ppo: an end-to-end pixel PPO baseline, Stable-Baselines3's CnnPolicy (Nature CNN), with
   the same environments, steps, environments in parallel and rollout size.
@@ -23,7 +25,7 @@ import numpy as np
 from perception_rl.bench_runs import mean_std, run_jobs
 from perception_rl.trainer import TrainConfig, read_episodes, train
 
-ARMS = ('frozen', 'online', 'fixed-fovea', 'sb3-ppo')
+ARMS = ('frozen', 'online', 'detail-fovea', 'fixed-fovea', 'sb3-ppo')
 TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1')
 TASK_OPTIONS = {'perception_rl/Foveation-v1': {'reconstruction_fovea': 0.1}}
 """Trainer options a task needs: the foveation task is about fine foveal detail, which a
@@ -41,6 +43,7 @@ def run_arm(arm: str, env_id: str, seed: int, steps: int, out: str) -> dict:
         steps_per_s = _run_sb3(env_id, seed, steps, run_dir)
     else:
         config = TrainConfig(env_id, steps, seed, fixed_fovea=arm == 'fixed-fovea',
+                             focus='detail' if arm == 'detail-fovea' else TrainConfig.focus,
                              aux_loss='none' if arm == 'frozen' else TrainConfig.aux_loss,
                              **TASK_OPTIONS.get(env_id, {}))
         steps_per_s = train(config, run_dir, progress=False)['steps_per_s']

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from perception_rl.aux_losses import AuxContext, AuxiliaryObjective, AuxLossConfig
 from perception_rl.checkpoint import (LoadedCheckpoint, check_architecture, config_hash,
@@ -84,6 +85,9 @@ class PerceptionStep:
     """Time of the view extraction and forward pass (both encoders)."""
     train_ms: float
     """Time of the loss, backward pass and optimizer step (0 when none ran)."""
+    fovea_detail: np.ndarray | None = None
+    """float32 [B]: what each stream's fovea shows beyond its periphery (`fovea_detail`), the
+    reward and the cue of a focus that looks for detail; None unless asked for."""
 
 
 def validate(config: PerceptionConfig) -> None:
@@ -104,6 +108,30 @@ def validate(config: PerceptionConfig) -> None:
                          f'not {config.action_dim}')
     if config.train_every < 1:
         raise ValueError(f"'train_every' must be at least 1, not {config.train_every}")
+
+
+@torch.no_grad()
+def fovea_detail(fovea: torch.Tensor, periphery: torch.Tensor, frames: list[np.ndarray],
+                 rois: list[Roi]) -> torch.Tensor:
+    """What each fovea view shows beyond the periphery: the mean squared difference [B]
+    between the fovea [B, 3, s, s] and the periphery's [B, 3, h, w] picture of the same
+    region, sampled up to the fovea's size.
+
+    High where the fovea resolves what the periphery averages away (fine stripes, text,
+    texture), low on flat colour and coarse shapes, which the periphery already shows: where
+    a fovea is worth putting, whatever the task (docs/learning_benchmark.md).
+    """
+    theta = torch.zeros(len(rois), 2, 3)
+    for i, (frame, roi) in enumerate(zip(frames, rois)):
+        height, width = frame.shape[:2]
+        roi = roi.clipped_to(width, height)
+        theta[i, 0, 0], theta[i, 1, 1] = roi.width / width, roi.height / height
+        theta[i, 0, 2] = (2 * roi.x + roi.width) / width - 1.0
+        theta[i, 1, 2] = (2 * roi.y + roi.height) / height - 1.0
+    grid = F.affine_grid(theta.to(periphery.device), list(fovea.shape), align_corners=False)
+    seen = F.grid_sample(periphery, grid, mode='bilinear', padding_mode='border',
+                         align_corners=False)
+    return (fovea - seen).pow(2).mean(dim=(1, 2, 3))
 
 
 class OnlinePerception:
@@ -166,13 +194,14 @@ class OnlinePerception:
         return step
 
     def step_batch(self, frames: list[np.ndarray], rois: list[Roi], actions: np.ndarray,
-                   starts: np.ndarray | None = None, lateness_ms: float = 0.0
-                   ) -> PerceptionStep:
+                   starts: np.ndarray | None = None, lateness_ms: float = 0.0,
+                   detail: bool = False) -> PerceptionStep:
         """One tick on one frame per stream (several environments in lock-step training).
 
         :param actions: float [B, action_dim], as `step`'s action, per stream.
         :param starts: [B] bool, True where the stream's frame begins a new episode, so that
             no loss links it to the stream's previous frame (None: none does).
+        :param detail: also measure each fovea's `fovea_detail` (about 0.1 ms a stream).
         :returns: a PerceptionStep whose features are [B, feature_dim].
         """
         start = time.perf_counter()
@@ -217,7 +246,9 @@ class OnlinePerception:
         return PerceptionStep(
             features=published,
             trained=train, loss_terms=terms,
-            forward_ms=1e3 * (forward_done - start), train_ms=train_ms)
+            forward_ms=1e3 * (forward_done - start), train_ms=train_ms,
+            fovea_detail=(fovea_detail(fovea, periphery, frames, rois).cpu().numpy()
+                          if detail else None))
 
     def _should_train(self, lateness_ms: float) -> bool:
         if not (self.training and self.learns and self._prev is not None):

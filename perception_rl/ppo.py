@@ -45,6 +45,13 @@ class PPOConfig:
     """Weight of the intrinsic advantage in the combined advantage."""
     focus_coef: float = 1.0
     """Weight of the focus head's REINFORCE loss."""
+    focus_reward: str = 'task'
+    """What the focus head learns from. 'task': the combined advantage of the step, one
+    REINFORCE pass over the rollout. 'detail': the fovea detail of the view the focus chose
+    (perception's `fovea_detail` of the next frame), less its rollout mean, over its running
+    std; PPO's clipped objective over `epochs` passes, as it is the focus head's own reward."""
+    focus_learning_rate: float | None = None
+    """Adam learning rate of the focus head; None: `learning_rate`."""
     curiosity_coef: float = 1.0
     """Weight of the curiosity module's loss."""
     extrinsic_scale_floor: float = 1.0
@@ -57,6 +64,11 @@ class PPOConfig:
     update is abandoned and the weights from before it restored."""
 
 
+FOCUS_REWARDS = ('task', 'detail')
+FOCUS_REWARD_HORIZON = 100_000
+"""Focus rewards over which the running std that scales them is taken."""
+
+
 class UpdateAbandoned(RuntimeError):
     """An update stopped part-way; the learner is back at its state from before it."""
 
@@ -66,13 +78,17 @@ class PPOLearner:
 
     def __init__(self, model: ActorCritic, curiosity: nn.Module, config: PPOConfig,
                  seed: int = 0, device: torch.device = torch.device('cpu')):
+        if config.focus_reward not in FOCUS_REWARDS:
+            raise ValueError(f"'focus_reward' must be one of {FOCUS_REWARDS}, not "
+                             f'{config.focus_reward!r}')
         self.device = device
         self.model, self.curiosity, self.config = model.to(device), curiosity.to(device), config
         self.optimizer = torch.optim.Adam(
-            list(model.parameters()) + list(curiosity.parameters()), lr=config.learning_rate,
+            self._parameter_groups(), lr=config.learning_rate,
             eps=1e-5, fused=True)  # one kernel for all parameters: a shorter update
         self.intrinsic_stats = RunningMeanStd()
         self.extrinsic_stats = RunningMeanStd()
+        self.focus_reward_stats = RunningMeanStd(horizon=FOCUS_REWARD_HORIZON)
         self.rng = np.random.default_rng(seed)
         """Shuffles the minibatches."""
         self.last_good = LastGood([model, curiosity], self.optimizer, config.nonfinite_patience)
@@ -101,6 +117,37 @@ class PPOLearner:
             self.load_reward_stats(self._good_stats)
             raise
 
+    def _parameter_groups(self) -> list[dict]:
+        """One group at the learning rate; the focus head in a second group where its rate
+        differs (one group otherwise, as in checkpoints written before the focus had a rate
+        of its own)."""
+        c = self.config
+        every = [*self.model.parameters(), *self.curiosity.parameters()]
+        if c.focus_learning_rate in (None, c.learning_rate):
+            return [{'params': every}]
+        focus = {id(p) for p in self.model.focus_parameters()}
+        return [{'params': [p for p in every if id(p) not in focus]},
+                {'params': self.model.focus_parameters(), 'lr': c.focus_learning_rate}]
+
+    def set_learning_rates(self) -> None:
+        """The configured learning rates (after loading an optimizer's saved state)."""
+        c = self.config
+        rates = [c.learning_rate, c.focus_learning_rate or c.learning_rate]
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group['lr'] = rate
+
+    def _scaled_focus_rewards(self, rewards: np.ndarray) -> np.ndarray:
+        """Focus rewards less their mean over the rollout, over their running std (not the
+        rollout's: a focus that finds nothing anywhere must not see its noise magnified);
+        0 where there is none (NaN)."""
+        out = np.zeros(len(rewards), np.float32)
+        finite = np.isfinite(rewards)
+        if finite.sum() > 1:
+            self.focus_reward_stats.update(rewards[finite, None].astype(np.float64))
+            out[finite] = ((rewards[finite] - rewards[finite].mean())
+                           / (float(self.focus_reward_stats.std[0]) + 1e-8))
+        return out
+
     def extrinsic_scale(self) -> float:
         """What extrinsic rewards are divided by: their return's running std, at least the
         floor."""
@@ -109,12 +156,15 @@ class PPOLearner:
     def reward_stats(self) -> dict[str, list]:
         """The running statistics that scale the rewards, for a checkpoint."""
         return {'intrinsic': self.intrinsic_stats.state(),
-                'extrinsic': self.extrinsic_stats.state()}
+                'extrinsic': self.extrinsic_stats.state(),
+                'focus': self.focus_reward_stats.state()}
 
     def load_reward_stats(self, stats: dict[str, list]) -> None:
         self.intrinsic_stats.load_state(stats['intrinsic'])
         if 'extrinsic' in stats:  # absent from older checkpoints
             self.extrinsic_stats.load_state(stats['extrinsic'])
+        if 'focus' in stats:
+            self.focus_reward_stats.load_state(stats['focus'])
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything an update changes, as (CPU tensors, json-able metadata): weights,
@@ -163,6 +213,7 @@ class PPOLearner:
         executed = self.model.executed(actions)  # what the robot or environment received
         old_log_probs = torch.as_tensor(rollout.log_probs, device=device)
         focus = torch.as_tensor(rollout.focus, device=device)
+        focus_context = torch.as_tensor(rollout.focus_context, device=device)
 
         # Intrinsic rewards from the curiosity module as it stood when the rollout finished,
         # divided by the running std of their discounted return (Burda et al. 2018, RND), so
@@ -197,21 +248,37 @@ class PPOLearner:
         ret_int = torch.as_tensor(ret_int, device=device)
 
         # Focus head: REINFORCE on the stored trajectory (the seed design: the ROI head learns
-        # from its own loss), one pass over the rollout in minibatches, so that each sample is
-        # used once, while its policy is still the one that chose it.
+        # from its own loss). On the task advantage: one pass over the rollout in minibatches,
+        # so that each sample is used once, while its policy is still the one that chose it.
+        # On fovea detail, its own reward: PPO's clipped passes, as for the actor.
         steps = len(rollout.rewards_ext)
-        focus_norm_adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if c.focus_reward == 'detail':
+            focus_adv = torch.as_tensor(self._scaled_focus_rewards(rollout.focus_rewards),
+                                        device=device)
+            focus_epochs = c.epochs
+        else:
+            focus_adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            focus_epochs = 1
+        old_focus_log_probs = torch.as_tensor(rollout.focus_log_probs, device=device)
         focus_losses = []
-        for idx in np.array_split(self.rng.permutation(steps),
-                                  max(1, steps // c.minibatch_size)):
-            idx = torch.as_tensor(idx, device=device)
-            focus_log_probs = self.model.focus_policy(f[idx]).log_prob(focus[idx]).sum(dim=1)
-            focus_loss = -(focus_log_probs * focus_norm_adv[idx]).mean()
-            self._step(c.focus_coef * focus_loss,
-                       [*self.model.focus.parameters(), self.model.focus_log_std])
-            focus_losses.append(focus_loss.item())
+        for _ in range(focus_epochs):
+            for idx in np.array_split(self.rng.permutation(steps),
+                                      max(1, steps // c.minibatch_size)):
+                idx = torch.as_tensor(idx, device=device)
+                focus_log_probs = self.model.focus_policy(f[idx], focus_context[idx]).log_prob(
+                    focus[idx]).sum(dim=1)
+                if focus_epochs == 1:
+                    focus_loss = -(focus_log_probs * focus_adv[idx]).mean()
+                else:
+                    ratio = (focus_log_probs - old_focus_log_probs[idx]).exp()
+                    focus_loss = torch.max(-focus_adv[idx] * ratio, -focus_adv[idx]
+                                           * ratio.clamp(1 - c.clip, 1 + c.clip)).mean()
+                self._step(c.focus_coef * focus_loss, self.model.focus_parameters())
+                focus_losses.append(focus_loss.item())
 
-        stats = {'focus_loss': float(np.mean(focus_losses))}
+        stats = {'focus_loss': float(np.mean(focus_losses)),
+                 'focus_reward': float(np.nanmean(rollout.focus_rewards))
+                 if np.isfinite(rollout.focus_rewards).any() else 0.0}
         epochs_run = 0
         for _ in range(c.epochs):
             epochs_run += 1

@@ -3,6 +3,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from perception_rl.actor_critic import FOCUS_CONTEXT
+
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
                 dones: np.ndarray, cuts: np.ndarray, gamma: float, lam: float
@@ -55,6 +57,9 @@ class Rollout:
     rewards_ext: np.ndarray    # [T]
     dones: np.ndarray          # [T]
     gaps: np.ndarray           # [T] 1.0 where row t+1 does not follow row t in time
+    focus_rewards: np.ndarray  # [T] the fovea detail of frame t+1, seen where the focus
+    #                            chosen at t put the fovea; NaN where there is none
+    focus_context: np.ndarray  # [T, 3] the fovea's centre and detail when the focus was chosen
 
 
 def concatenate(rollouts: list[Rollout]) -> Rollout:
@@ -80,6 +85,8 @@ class RolloutBuffer:
         self._r = np.zeros(length, np.float32)
         self._d = np.zeros(length, np.float32)
         self._gap = np.zeros(length, np.float32)
+        self._fr = np.full(length, np.nan, np.float32)
+        self._context = np.zeros((length, FOCUS_CONTEXT), np.float32)
         self.size = 0
 
     @property
@@ -87,13 +94,14 @@ class RolloutBuffer:
         return self.size == self.length
 
     def add(self, features, next_features, action, log_prob, focus, focus_log_prob,
-            value_ext, value_int, reward_ext, done) -> None:
-        """Store one finished transition."""
+            value_ext, value_int, reward_ext, done, focus_reward=np.nan, focus_context=0.0
+            ) -> None:
+        """Store one finished transition (focus_reward: NaN where there is none)."""
         i = self.size
         self._f[i], self._nf[i], self._a[i], self._lp[i] = features, next_features, action, log_prob
         self._focus[i], self._flp[i] = focus, focus_log_prob
         self._ve[i], self._vi[i], self._r[i], self._d[i] = value_ext, value_int, reward_ext, done
-        self._gap[i] = 0.0
+        self._gap[i], self._fr[i], self._context[i] = 0.0, focus_reward, focus_context
         self.size += 1
 
     def mark_gap(self) -> None:
@@ -110,4 +118,5 @@ class RolloutBuffer:
         gaps[-1] = 1.0  # what follows the rollout is not in it
         return Rollout(self._f.copy(), self._nf.copy(), self._a.copy(), self._lp.copy(),
                        self._focus.copy(), self._flp.copy(), self._ve.copy(), self._vi.copy(),
-                       self._r.copy(), self._d.copy(), gaps)
+                       self._r.copy(), self._d.copy(), gaps, self._fr.copy(),
+                       self._context.copy())

@@ -10,8 +10,9 @@ import torch
 from perception_rl.actor_critic import ActorCritic, ActorCriticConfig
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.checkpoint import load_latest
-from perception_rl.curiosity import KINDS, CuriosityConfig
-from perception_rl.ppo import PPOConfig, UpdateAbandoned
+from perception_rl.curiosity import KINDS, CuriosityConfig, make_curiosity
+from perception_rl.ppo import PPOConfig, PPOLearner, UpdateAbandoned
+from perception_rl.rollout import Rollout
 
 
 def _features(rng):
@@ -125,6 +126,33 @@ def test_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
     finally:
         wider.close()
 
+
+
+def test_a_detail_seeking_agent_resumes_its_detail_scale_and_focus_rate(tmp_path):
+    config = AgentConfig(model=ActorCriticConfig(action_dim=2, discrete=True,
+                                                 saccadic_focus=True),
+                         ppo=replace(PPOConfig(), focus_reward='detail',
+                                     focus_learning_rate=1e-3), rollout_length=32)
+    agent = Agent(config)
+    rng = np.random.default_rng(4)
+    for _ in range(70):
+        agent.act_batch(_features(rng)[None], [0.0], [False], [rng.uniform(0.0, 0.03)],
+                        rng.uniform(-1.0, 1.0, (1, 2)))
+    agent.save(tmp_path)
+    agent.close()
+    resumed = Agent(config)
+    resumed.load(load_latest(tmp_path, 'agent')[0])
+    assert resumed.detail_stats.count == agent.detail_stats.count == pytest.approx(70, abs=1e-3)
+    assert resumed.learner.focus_reward_stats.count == agent.learner.focus_reward_stats.count > 0
+    assert [g['lr'] for g in resumed.learner.optimizer.param_groups] == [3e-4, 1e-3]
+    resumed.close()
+    # An absolute focus head cannot take a saccadic one's weights; its architecture is the
+    # one of checkpoints from before saccades, which therefore still load.
+    plain = Agent(AgentConfig(model=ActorCriticConfig(action_dim=2, discrete=True)))
+    assert 'saccadic_focus' not in plain.architecture()['model']
+    with pytest.raises(ValueError, match='saccadic_focus'):
+        plain.load(load_latest(tmp_path, 'agent')[0])
+    plain.close()
 
 
 @pytest.mark.parametrize('curiosity', KINDS)
@@ -265,20 +293,27 @@ def test_saving_during_a_long_update_abandons_it_and_writes_the_state_before_it(
         agent.close()
 
 
-@pytest.mark.parametrize('discrete', [False, True])
-def test_decide_draws_and_scores_as_the_distributions_do(discrete):
+@pytest.mark.parametrize('discrete, saccadic', [(False, False), (True, False), (True, True)])
+def test_decide_draws_and_scores_as_the_distributions_do(discrete, saccadic):
     """decide's plain arithmetic against torch.distributions on the same generator state."""
-    model = ActorCritic(ActorCriticConfig(discrete=discrete, action_dim=3 if discrete else 2))
+    model = ActorCritic(ActorCriticConfig(discrete=discrete, action_dim=3 if discrete else 2,
+                                          saccadic_focus=saccadic))
     with torch.no_grad():
         model.focus_log_std.fill_(0.2)  # not the initial value, so that it counts
         if not discrete:
             model.actor_log_std.fill_(-0.3)
+        model.focus[-1].weight.mul_(30.0)  # a saccadic head's spread then varies by state
     features = np.random.default_rng(0).standard_normal((5, 64))
-    decisions = model.decide(features, torch.Generator().manual_seed(7))
+    centres = np.random.default_rng(1).uniform(-1.0, 1.0, (5, 3))  # centre and detail
+    decisions = model.decide(features, torch.Generator().manual_seed(7), centres)
     f = torch.as_tensor(features, dtype=torch.float32)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        policy, focus_policy = model.policy(f), model.focus_policy(f)
+        policy = model.policy(f)
+        focus_policy = model.focus_policy(f, torch.as_tensor(centres, dtype=torch.float32))
+        if saccadic:  # a move from where the fovea is, with a spread per state
+            assert focus_policy.mean.sub(torch.as_tensor(centres[:, :2])).abs().max() < 0.5
+            assert focus_policy.stddev.std(dim=0).min() > 0.0
         if discrete:
             action = torch.multinomial(policy.probs, 1, generator=generator).float()
         else:
@@ -293,3 +328,59 @@ def test_decide_draws_and_scores_as_the_distributions_do(discrete):
         np.testing.assert_allclose(d.focus, focus[i].numpy(), rtol=1e-6)
         assert d.log_prob == pytest.approx(float(log_prob[i]), abs=1e-5)
         assert d.focus_log_prob == pytest.approx(float(focus_log_prob[i]), abs=1e-5)
+
+
+def test_a_focus_reward_goes_with_the_decision_whose_focus_chose_that_view():
+    agent = Agent(AgentConfig(rollout_length=16))
+    rng = np.random.default_rng(2)
+    try:
+        # Call k reports the surprise of the frame seen through decision k-1's focus.
+        agent.act_batch(_features(rng)[None], [0.0], [False], [10.0])
+        agent.act_batch(_features(rng)[None], [0.0], [False], [11.0])
+        agent.act_batch(_features(rng)[None], [0.0], [True], [12.0])  # a new episode's frame
+        agent.act_batch(_features(rng)[None], [0.0], [False], None)  # none measured
+        agent.act_batch(_features(rng)[None], [0.0], [False], [14.0])
+        buffer = agent.buffers[0]
+        np.testing.assert_array_equal(buffer._fr[:buffer.size], [11.0, np.nan, np.nan, 14.0])
+        # Each row keeps the fovea's context when its focus was chosen: the detail it saw.
+        details = buffer._context[:buffer.size, 2]
+        assert details[3] < details[0] < details[1]  # none measured: as a detail of 0
+    finally:
+        agent.close()
+
+
+def _focus_after_updates(focus_reward: str) -> float:
+    """The focus head's mean x over the rollout's features after 10 updates on one rollout
+    whose fovea detail grows with the x the focus chose (and whose task rewards are noise)."""
+    torch.manual_seed(0)
+    model = ActorCritic(ActorCriticConfig(action_dim=2, discrete=True))
+    learner = PPOLearner(model, make_curiosity(CuriosityConfig(), 64, 2, True),
+                         replace(PPOConfig(), focus_reward=focus_reward))
+    rng = np.random.default_rng(3)
+    steps = 256
+    features = rng.standard_normal((steps, 64)).astype(np.float32)
+    focus = rng.normal(0.0, 0.6, (steps, 2)).astype(np.float32)
+    focus_log_probs = model.focus_policy(torch.as_tensor(features), torch.zeros(steps, 3)
+                                         ).log_prob(torch.as_tensor(focus)).sum(dim=1)
+    zeros = np.zeros(steps, np.float32)
+    gaps = zeros.copy()
+    gaps[-1] = 1.0
+    rollout = Rollout(
+        features, np.roll(features, -1, 0), rng.integers(0, 2, (steps, 1)).astype(np.float32),
+        np.full(steps, np.log(0.5), np.float32), focus, focus_log_probs.detach().numpy(),
+        zeros, zeros, rng.normal(0.0, 0.1, steps).astype(np.float32), zeros, gaps,
+        focus[:, 0].copy(), np.zeros((steps, 3), np.float32))
+    for _ in range(10):
+        learner.update(rollout)
+    with torch.no_grad():
+        return float(model.focus(torch.as_tensor(features))[:, 0].mean())
+
+
+def test_the_focus_head_learns_to_look_where_the_fovea_sees_detail():
+    assert _focus_after_updates('detail') > 0.1
+    # On the task's advantage (noise here) it does not learn to go there.
+    assert abs(_focus_after_updates('task')) < 0.05
+    with pytest.raises(ValueError, match="'focus_reward' must be one of"):
+        PPOLearner(ActorCritic(ActorCriticConfig()), make_curiosity(CuriosityConfig(), 64, 2,
+                                                                     False),
+                   replace(PPOConfig(), focus_reward='surprise'))

@@ -110,3 +110,23 @@ def test_nodes_fall_back_to_cpu_with_one_warning_where_cuda_is_missing():
         assert next(agent.policy.parameters()).device.type == 'cpu'
     finally:
         agent.close()
+
+
+def test_fovea_detail_is_what_the_fovea_shows_beyond_the_periphery():
+    frame = np.full((192, 256, 3), 128, np.uint8)
+    frame[40:56, 40:56] = (np.arange(16) // 2 % 2 * 255).astype(np.uint8)[None, :, None]
+    frame[120:144, 180:204] = (0, 160, 0)  # a flat square the periphery shows as it is
+    rois = [Roi(24, 24, 48, 48), Roi(168, 108, 48, 48), Roi(100, 100, 48, 48)]
+    core = OnlinePerception(PerceptionConfig(aux=replace(AuxLossConfig(), spec='none')))
+    actions = np.zeros((3, ACTION_DIM), np.float32)
+    assert core.step_batch([frame] * 3, rois, actions).fovea_detail is None  # not asked for
+    seen = core.step_batch([frame] * 3, rois, actions, detail=True)
+    stripes, square, grey = seen.fovea_detail
+    assert seen.fovea_detail.shape == (3,) and grey < 1e-4
+    # 2-pixel stripes average to grey in the 4x smaller periphery: about 0.25 per pixel over
+    # a ninth of the fovea; the square differs only along its blurred edges.
+    assert stripes > 0.02 and stripes > 5 * square
+    # The same measure at another frame size (the ROI scaled with it).
+    big = np.repeat(np.repeat(frame, 2, axis=0), 2, axis=1)
+    one = core.step_batch([big], [Roi(48, 48, 96, 96)], actions[:1], detail=True)
+    assert one.fovea_detail[0] == pytest.approx(stripes, rel=0.3)

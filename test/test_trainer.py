@@ -8,6 +8,7 @@ import pytest
 from conftest import BIN
 from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
 from perception_rl.gym_tasks import ImageTask
+from perception_rl.rollout import RolloutBuffer
 from perception_rl.trainer import TrainConfig, read_episodes, train
 
 
@@ -99,3 +100,52 @@ def test_in_the_foveation_task_only_the_fovea_tells_the_stripes_apart():
     task.close()
     assert peripheries[True] == peripheries[False]  # the same grey either way
     assert foveae == {True: {True}, False: {False}}  # vertical stripes vary along x
+
+
+def test_a_detail_focus_is_rewarded_with_the_detail_of_the_view_it_chose(tmp_path, monkeypatch):
+    """Lock-step wiring: the focus chosen at step t sets the fovea of frame t+1, and the
+    transition of step t is rewarded with that frame's fovea detail."""
+    from perception_rl.agent import Agent
+    from perception_rl.online_perception import OnlinePerception
+    ticks, stored = [], []
+    step_batch, act_batch, add = (OnlinePerception.step_batch, Agent.act_batch,
+                                  RolloutBuffer.add)
+
+    def seeing(self, frames, rois, *args, **kwargs):
+        seen = step_batch(self, frames, rois, *args, **kwargs)
+        ticks.append({'rois': list(rois), 'detail': seen.fovea_detail.copy()})
+        return seen
+
+    def acting(self, *args, **kwargs):
+        decisions = act_batch(self, *args, **kwargs)
+        ticks[-1]['focus'] = [d.focus.copy() for d in decisions]
+        return decisions
+
+    def adding(self, *args):
+        stored.append((id(self), args[4].copy(), args[9], args[10]))  # focus, done, reward
+        return add(self, *args)
+
+    monkeypatch.setattr(OnlinePerception, 'step_batch', seeing)
+    monkeypatch.setattr(Agent, 'act_batch', acting)
+    monkeypatch.setattr(RolloutBuffer, 'add', adding)
+    train(TrainConfig('perception_rl/Foveation-v1', steps=60, seed=3, envs=2,
+                      rollout_length=16, focus='detail'), tmp_path, progress=False)
+    buffers = sorted({s[0] for s in stored}, key=[s[0] for s in stored].index)
+    checked = 0
+    for env, buffer in enumerate(buffers):
+        rows = [s for s in stored if s[0] == buffer]
+        for t, (_, focus, done, reward) in enumerate(rows):
+            chosen, after = ticks[t], ticks[t + 1]
+            np.testing.assert_array_equal(focus, chosen['focus'][env])
+            if done:
+                assert np.isnan(reward)  # a new episode's fovea starts at the centre
+                continue
+            width, height = 256, 192
+            assert after['rois'][env] == Roi.around(*np.clip(focus, -1, 1), width, height,
+                                                    48, 48)
+            assert reward == pytest.approx(after['detail'][env])
+            checked += 1
+    assert checked >= 40
+    with pytest.raises(ValueError, match='--focus must be one of'):
+        train(TrainConfig('perception_rl/Foveation-v1', steps=10, focus='surprise'),
+              tmp_path / 'bad', progress=False)
