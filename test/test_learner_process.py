@@ -75,6 +75,7 @@ def test_acting_goes_on_while_the_child_updates_and_close_ends_it():
         _run(agent, 1)
         assert agent.updates == 1 and agent.last_error is None
         assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE  # only CPU nothing wants
     finally:
         agent.close()
     assert not child.is_alive()
