@@ -5,6 +5,7 @@ from pathlib import Path
 
 from perception_rl.aux_losses import AuxLossConfig
 from perception_rl.curiosity import KINDS
+from perception_rl.encoder import FOVEA_STREAMS
 from perception_rl.online_perception import PerceptionConfig
 from perception_rl.ppo import FOCUS_REWARDS
 from perception_rl.realtime_bench import BenchConfig, run_bench
@@ -86,6 +87,9 @@ def main(argv=None) -> None:
                          help='transitions per PPO update, over all environments')
     trainer.add_argument('--roi-fraction', type=float, default=defaults.roi_fraction,
                          help="fovea side as a fraction of the frame's shorter side")
+    trainer.add_argument('--fovea-stream', default=defaults.fovea_stream, choices=FOVEA_STREAMS,
+                         help="'pooled': the fovea stream reads a detail the same anywhere in "
+                              "the fovea (for tasks where the fovea moves onto fine detail)")
     trainer.add_argument('--focus', default=defaults.focus, choices=FOCUS_REWARDS,
                          help="how the focus head learns where to look: 'task' (REINFORCE on "
                               "the task's advantage) or 'detail' (saccades rewarded by the "
@@ -172,7 +176,8 @@ def main(argv=None) -> None:
             reconstruction_fovea=args.reconstruction_fovea, curiosity=args.curiosity,
             intrinsic_coef=args.intrinsic_coef, envs=args.envs,
             rollout_length=args.rollout_length,
-            roi_fraction=args.roi_fraction, fixed_fovea=args.fixed_fovea, focus=args.focus)
+            roi_fraction=args.roi_fraction, fixed_fovea=args.fixed_fovea, focus=args.focus,
+            fovea_stream=args.fovea_stream)
         try:
             summary = train(config, Path(args.out))
         except ValueError as error:

@@ -24,6 +24,14 @@ class EncoderConfig:
     """Width of each stream's output before fusion."""
     feature_dim: int = 64
     """Size of the fused feature vector that perception publishes."""
+    fovea_stream: str = 'spatial'
+    """How the fovea stream summarises its last feature maps. 'spatial': flattened, so where
+    in the fovea something lies is kept. 'pooled': each channel's maximum over positions (of
+    the second and third convolutions) and mean (of the third), so a detail reads the same
+    anywhere in the fovea; the periphery still says where things are."""
+
+
+FOVEA_STREAMS = ('spatial', 'pooled')
 
 
 def _conv_stream(channels: int) -> nn.Sequential:
@@ -42,6 +50,25 @@ def _flat_size(height: int, width: int, channels: int) -> int:
     return channels * height * width
 
 
+class _PooledStream(nn.Module):
+    """A conv stream summarised over positions: a detail anywhere in the view gives the same
+    summary. On the foveation task's stripes 4 to 16 px off the fovea's centre, a linear probe
+    of the random encoder's features read their orientation 0.93-0.98 right, against
+    0.63-0.80 for the flattened stream (scripts/foveal_reading_probe.py)."""
+
+    def __init__(self, channels: int, out_dim: int):
+        super().__init__()
+        stream = _conv_stream(channels)
+        self.lower, self.upper = stream[:4], stream[4:6]
+        self.linear = nn.Linear(3 * channels, out_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        middle = self.lower(images)
+        top = self.upper(middle)
+        summary = torch.cat([middle.amax((2, 3)), top.amax((2, 3)), top.mean((2, 3))], dim=1)
+        return torch.relu(self.linear(summary))
+
+
 class VisualPerception(nn.Module):
     """Fovea stream + periphery stream -> fused, layer-normalised features.
 
@@ -54,10 +81,14 @@ class VisualPerception(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.fovea = nn.Sequential(
-            _conv_stream(c.channels),
-            nn.Linear(_flat_size(c.fovea_size, c.fovea_size, c.channels), c.stream_dim),
-            nn.ReLU())
+        if c.fovea_stream not in FOVEA_STREAMS:
+            raise ValueError(f"fovea_stream must be one of {', '.join(FOVEA_STREAMS)}, not "
+                             f'{c.fovea_stream!r}')
+        self.fovea = _PooledStream(c.channels, c.stream_dim) if c.fovea_stream == 'pooled' \
+            else nn.Sequential(
+                _conv_stream(c.channels),
+                nn.Linear(_flat_size(c.fovea_size, c.fovea_size, c.channels), c.stream_dim),
+                nn.ReLU())
         self.periphery = nn.Sequential(
             _conv_stream(c.channels),
             nn.Linear(_flat_size(c.periphery_height, c.periphery_width, c.channels),
@@ -74,7 +105,7 @@ class VisualPerception(nn.Module):
     def freeze_conv_layers(self, count: int) -> None:
         """Keep the bottom `count` convolutions of both streams at their current weights."""
         for stream in (self.fovea, self.periphery):
-            convolutions = [m for m in stream[0] if isinstance(m, nn.Conv2d)]
+            convolutions = [m for m in stream.modules() if isinstance(m, nn.Conv2d)]
             for conv in convolutions[:count]:
                 conv.requires_grad_(False)
 

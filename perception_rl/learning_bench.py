@@ -8,6 +8,7 @@ episodes.csv:
 - detail-fovea: online perception, the focus head learning where to look from fovea detail
   (`perception-rl train --focus detail`);
 - fixed-fovea: online perception with the fovea held at the frame's centre;
+- frozen-detail-fovea, frozen-fixed-fovea: the same two on the frozen random encoder;
 - sb3-ppo: an end-to-end pixel PPO baseline, Stable-Baselines3's CnnPolicy (Nature CNN), with
   the same environments, steps, environments in parallel and rollout size.
 
@@ -25,11 +26,16 @@ import numpy as np
 from perception_rl.bench_runs import mean_std, run_jobs
 from perception_rl.trainer import TrainConfig, read_episodes, train
 
-ARMS = ('frozen', 'online', 'detail-fovea', 'fixed-fovea', 'sb3-ppo')
-TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1')
-TASK_OPTIONS = {'perception_rl/Foveation-v1': {'reconstruction_fovea': 0.1}}
-"""Trainer options a task needs: the foveation task is about fine foveal detail, which a
-reconstruction of the periphery alone erases from online perception's features."""
+ARMS = ('frozen', 'online', 'detail-fovea', 'fixed-fovea', 'frozen-detail-fovea',
+        'frozen-fixed-fovea', 'sb3-ppo')
+TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1',
+         'perception_rl/FoveationOffCentre-v1')
+FOVEATION_OPTIONS = {'fovea_stream': 'pooled', 'reconstruction_fovea': 1.0}
+"""Trainer options the foveation tasks need: their stripes must read the same wherever the
+fovea has them (a fovea that moves does not centre them), and online perception must redraw
+the fovea at full weight to keep them (at 0.1 it erased them from the pooled stream)."""
+TASK_OPTIONS = {'perception_rl/Foveation-v1': FOVEATION_OPTIONS,
+                'perception_rl/FoveationOffCentre-v1': FOVEATION_OPTIONS}
 FINAL_SHARE = 0.1
 """The last tenth of the steps: where the final return is averaged."""
 LEVEL = 0.8
@@ -42,9 +48,10 @@ def run_arm(arm: str, env_id: str, seed: int, steps: int, out: str) -> dict:
     if arm == 'sb3-ppo':
         steps_per_s = _run_sb3(env_id, seed, steps, run_dir)
     else:
-        config = TrainConfig(env_id, steps, seed, fixed_fovea=arm == 'fixed-fovea',
-                             focus='detail' if arm == 'detail-fovea' else TrainConfig.focus,
-                             aux_loss='none' if arm == 'frozen' else TrainConfig.aux_loss,
+        frozen = arm == 'frozen' or arm.startswith('frozen-')
+        config = TrainConfig(env_id, steps, seed, fixed_fovea=arm.endswith('fixed-fovea'),
+                             focus='detail' if arm.endswith('detail-fovea') else TrainConfig.focus,
+                             aux_loss='none' if frozen else TrainConfig.aux_loss,
                              **TASK_OPTIONS.get(env_id, {}))
         steps_per_s = train(config, run_dir, progress=False)['steps_per_s']
     episodes = read_episodes(run_dir / 'episodes.csv')

@@ -352,7 +352,10 @@ class OnlinePerception:
     def architecture(self) -> dict:
         """What a checkpoint must match to be loaded into this core."""
         a = self.config.aux
-        return {'encoder': asdict(self.config.encoder), 'aux_terms': sorted(a.weights),
+        encoder = asdict(self.config.encoder)
+        if encoder['fovea_stream'] == 'spatial':  # so checkpoints from before the option load
+            del encoder['fovea_stream']
+        return {'encoder': encoder, 'aux_terms': sorted(a.weights),
                 'aux_hidden': a.predictor_hidden, 'policy_actions': a.policy_actions,
                 'policy_hidden': a.policy_hidden, 'target': self.target is not None,
                 'action_dim': self.config.action_dim}

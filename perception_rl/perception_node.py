@@ -16,7 +16,7 @@ from perception_rl import qos
 from perception_rl.aux_losses import AuxLossConfig, parse_aux_loss
 from perception_rl.checkpoint import resume
 from perception_rl.devices import DEVICES, available_device
-from perception_rl.encoder import EncoderConfig
+from perception_rl.encoder import FOVEA_STREAMS, EncoderConfig
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import OK, WARN, HealthPublisher
 from perception_rl.image_conversion import ImageError, compressed_to_bgr, image_to_bgr
@@ -61,6 +61,9 @@ PARAMETERS = [
     ParamSpec('seed', 0, 'Seed of the initial weights', low=0, high=2**31 - 1),
     ParamSpec('fovea_size', 48, 'Side in pixels of the fovea crop given to the CNN',
               low=8, high=256),
+    ParamSpec('fovea_stream', EncoderConfig.fovea_stream, "How the fovea stream summarises "
+              "its view: 'spatial' keeps where in the fovea things are, 'pooled' reads a "
+              'detail the same anywhere in it', choices=FOVEA_STREAMS),
     ParamSpec('periphery_width', 64, 'Width of the downsampled periphery', low=8, high=512),
     ParamSpec('periphery_height', 48, 'Height of the downsampled periphery', low=8, high=512),
     ParamSpec('device', 'cpu', "Torch device of the encoder ('cuda' falls back to 'cpu' with "
@@ -87,6 +90,7 @@ class PerceptionNode(Node):
         #                           pushed the training step's p99 to 120 ms (issue 5 facts)
         config = PerceptionConfig(
             encoder=replace(EncoderConfig(), fovea_size=p['fovea_size'],
+                            fovea_stream=p['fovea_stream'],
                             periphery_width=p['periphery_width'],
                             periphery_height=p['periphery_height']),
             aux=replace(AuxLossConfig(), spec=p['aux_loss'],

@@ -22,6 +22,7 @@ from perception_rl.actor_critic import ActorCriticConfig
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.aux_losses import AuxLossConfig
 from perception_rl.curiosity import CuriosityConfig
+from perception_rl.encoder import FOVEA_STREAMS, EncoderConfig
 from perception_rl.foveation import Roi
 from perception_rl.gym_tasks import ImageTask
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
@@ -62,6 +63,8 @@ class TrainConfig:
     """Perception trains on one frame in this many."""
     roi_fraction: float = 0.25
     """Side of the fovea region as a fraction of the frame's shorter side."""
+    fovea_stream: str = EncoderConfig.fovea_stream
+    """'spatial' or 'pooled': how the fovea stream summarises its view (EncoderConfig)."""
     fixed_fovea: bool = False
     """Keep the fovea at the frame's centre (the baseline learned foveation must beat)."""
     focus: str = 'task'
@@ -82,6 +85,9 @@ def validate(config: TrainConfig) -> None:
     if config.focus not in FOCUS_REWARDS:
         raise ValueError(f"--focus must be one of {', '.join(FOCUS_REWARDS)}, not "
                          f'{config.focus!r}')
+    if config.fovea_stream not in FOVEA_STREAMS:
+        raise ValueError(f"--fovea-stream must be one of {', '.join(FOVEA_STREAMS)}, not "
+                         f'{config.fovea_stream!r}')
     if config.envs < 1:
         raise ValueError(f'--envs must be at least 1, not {config.envs}')
     if config.rollout_length < 16 or config.rollout_length % config.envs:
@@ -132,6 +138,7 @@ def train(config: TrainConfig, out: Path, progress: bool = True) -> dict:
             raise ValueError('--aux-loss pisco needs a continuous-action agent; '
                              f'{config.env_id} has discrete actions')
         core = OnlinePerception(PerceptionConfig(
+            encoder=replace(EncoderConfig(), fovea_stream=config.fovea_stream),
             aux=replace(AuxLossConfig(), spec=config.aux_loss, policy_actions=task.action_dim,
                         reconstruction_fovea=config.reconstruction_fovea),
             action_dim=task.action_dim + 2, learning_rate=config.perception_learning_rate,

@@ -39,7 +39,8 @@ PATCH = 16
 """Side of the striped patch; its stripes are 2 pixels wide."""
 BORDER = 4
 """Width of the red frame around the patch."""
-PLACES = ((0.5, 0.5), (0.5, 0.5), (0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75))
+QUADRANTS = ((0.25, 0.25), (0.75, 0.25), (0.25, 0.75), (0.75, 0.75))
+PLACES = ((0.5, 0.5), (0.5, 0.5), *QUADRANTS)
 """Patch centres as fractions of the frame, drawn uniformly (the middle twice as often as
 each quadrant); each is jittered by up to JITTER pixels."""
 JITTER = 8
@@ -55,7 +56,8 @@ class FoveationTask(gym.Env):
 
     metadata = {'render_modes': []}
 
-    def __init__(self):
+    def __init__(self, places: tuple[tuple[float, float], ...] = PLACES):
+        self.places = places
         self.observation_space = spaces.Box(0, 255, (HEIGHT, WIDTH, 3), np.uint8)
         self.action_space = spaces.Discrete(2)
         self._frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
@@ -73,7 +75,7 @@ class FoveationTask(gym.Env):
         for colour in rng.permutation([(0, 160, 0), (0, 0, 200)] * (DISTRACTORS // 2)):
             x, y = rng.integers(0, WIDTH - outer), rng.integers(0, HEIGHT - outer)
             frame[y:y + outer, x:x + outer] = colour
-        fx, fy = PLACES[rng.integers(len(PLACES))]
+        fx, fy = self.places[rng.integers(len(self.places))]
         # Corners on multiples of 4, so the 4x downsampled periphery averages the 2-pixel
         # stripes to exactly the same grey whichever way they run.
         x = int(fx * WIDTH + rng.integers(-JITTER, JITTER + 1) - outer // 2) // 4 * 4
@@ -142,4 +144,6 @@ class PanTask(gym.Env):
 
 gym.register(id='perception_rl/Foveation-v1', entry_point=FoveationTask,
              max_episode_steps=EPISODE_STEPS)
+gym.register(id='perception_rl/FoveationOffCentre-v1', entry_point=FoveationTask,
+             kwargs={'places': QUADRANTS}, max_episode_steps=EPISODE_STEPS)
 gym.register(id='perception_rl/Pan-v0', entry_point=PanTask, max_episode_steps=200)

@@ -157,3 +157,19 @@ def test_another_architecture_is_refused_naming_the_field(tmp_path):
     other = OnlinePerception(PerceptionConfig(encoder=replace(EncoderConfig(), fovea_size=32)))
     with pytest.raises(ValueError, match=r'encoder\.fovea_size: 48 in the checkpoint, 32 here$'):
         resume(other, tmp_path, 'perception')
+
+
+def test_a_pooled_fovea_checkpoint_loads_only_into_a_pooled_fovea(tmp_path):
+    """Spatial-fovea checkpoints keep the architecture of before `fovea_stream` existed, so
+    they still load; a pooled one names the field anywhere else."""
+    _perception_checkpoints(tmp_path, steps=(3,))
+    assert 'fovea_stream' not in OnlinePerception(PerceptionConfig()).architecture()['encoder']
+    pooled = replace(EncoderConfig(), fovea_stream='pooled')
+    with pytest.raises(ValueError,
+                       match=r"encoder\.fovea_stream: None in the checkpoint, 'pooled' here$"):
+        resume(OnlinePerception(PerceptionConfig(encoder=pooled)), tmp_path, 'perception')
+    OnlinePerception(PerceptionConfig(encoder=pooled)).save(tmp_path / 'pooled')
+    again = OnlinePerception(PerceptionConfig(encoder=pooled))
+    resume(again, tmp_path / 'pooled', 'perception')
+    with pytest.raises(ValueError, match=r"encoder\.fovea_stream: 'pooled' in the checkpoint"):
+        resume(OnlinePerception(PerceptionConfig()), tmp_path / 'pooled', 'perception')

@@ -102,6 +102,23 @@ def test_in_the_foveation_task_only_the_fovea_tells_the_stripes_apart():
     assert foveae == {True: {True}, False: {False}}  # vertical stripes vary along x
 
 
+def test_the_off_centre_foveation_task_never_puts_the_patch_where_a_fixed_fovea_looks():
+    from perception_rl.visual_tasks import PATCH
+    task = ImageTask('perception_rl/FoveationOffCentre-v1', seed=0)
+    corners = set()
+    for _ in range(50):
+        frame = task.reset()
+        height, width = frame.shape[:2]
+        side = round(TrainConfig.roi_fraction * min(height, width))
+        centre = Roi.centred(width, height, side, side)
+        x, y = task.env.unwrapped._patch
+        corners.add((x < width // 2, y < height // 2))
+        assert x + PATCH <= centre.x or x >= centre.x + side or \
+            y + PATCH <= centre.y or y >= centre.y + side, (x, y, centre)
+    task.close()
+    assert len(corners) == 4  # every quadrant comes up
+
+
 def test_a_detail_focus_is_rewarded_with_the_detail_of_the_view_it_chose(tmp_path, monkeypatch):
     """Lock-step wiring: the focus chosen at step t sets the fovea of frame t+1, and the
     transition of step t is rewarded with that frame's fovea detail."""
