@@ -276,6 +276,8 @@ class Agent:
         """
         if not self._worker.wait_idle(timeout):
             self.learner.abort.set()
+            if self._process is not None:
+                self._process.wake()  # a child starved of CPU must still see the abort
             try:
                 if not self._worker.wait_idle(5.0):
                     raise RuntimeError('a PPO update could not be stopped for the checkpoint')

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 
 STOP = b'stop'
 JOIN_TIMEOUT_S = 5.0
+STARVED_AFTER_S = 10.0
+"""An update still unanswered after this long has been starved of CPU (on an idle 2-core
+machine one spans about one 50 ms frame: docs/realtime_benchmark.md). The child then runs as
+an ordinary process at the lowest priority, nice 19, until its next job: other work on the
+machine delays learning but cannot stop it (a full suite beside two nice-19 training runs
+starved it for minutes)."""
 
 
 class LearnerProcess:
@@ -53,6 +59,7 @@ class LearnerProcess:
             target=serve, args=(self._config, child_conn, self.learner.abort),
             name='ppo-update', daemon=True)
         self._process.start()
+        self._idle()
         child_conn.close()
         self._child_current = False
 
@@ -66,8 +73,11 @@ class LearnerProcess:
         if not self._child_current:
             self.sync()
             state = self.learner.state()
+        self._idle()  # undo a wake of the last job
         try:
             self._conn.send_bytes(pickle.dumps((rollout, state)))
+            if not self._conn.poll(STARVED_AFTER_S):
+                self.wake()
             stats, error, weights, counters = pickle.loads(self._conn.recv_bytes())
             pending = self._conn.recv_bytes()
         except (EOFError, OSError) as lost:
@@ -96,6 +106,28 @@ class LearnerProcess:
             self._pending = None
         self._child_current = False
 
+    def _idle(self) -> None:
+        """Let the child run only on CPU time nothing else wants. With nice 10, a decision
+        woken while perception trained on one core and the update ran on the other waited for
+        perception's step (6 ms); a core running only SCHED_IDLE work counts as idle, so the
+        decision takes it at once (docs/realtime_benchmark.md). The acting process sets the
+        child's scheduling, never the child itself, so that a wake cannot be undone."""
+        try:
+            os.sched_setscheduler(self._process.pid, os.SCHED_IDLE, os.sched_param(0))
+        except AttributeError:  # not Linux
+            os.setpriority(os.PRIO_PROCESS, self._process.pid, 19)
+        except OSError:
+            pass  # already gone: the next update starts a new child
+
+    def wake(self) -> None:
+        """Let the child run as an ordinary process (nice 19) until its next job: for an
+        update starved of CPU, or one that must notice an abort soon."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, self._process.pid, 19)
+            os.sched_setscheduler(self._process.pid, os.SCHED_OTHER, os.sched_param(0))
+        except (AttributeError, OSError):  # not Linux, not allowed, or already gone
+            pass
+
     def _restart(self) -> None:
         self._conn.close()
         self._start()
@@ -104,6 +136,7 @@ class LearnerProcess:
     def close(self) -> None:
         """Stop the child: a running update is abandoned, the mirror keeps its last state."""
         self.learner.abort.set()
+        self.wake()
         try:
             self._conn.send_bytes(STOP)
         except OSError:
@@ -122,14 +155,6 @@ def serve(config: 'AgentConfig', conn, abort) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the acting process decides when
     # the child ends (STOP, or the pipe closing when it exits).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The update runs only on CPU time nothing else wants. With nice 10, a decision woken
-    # while perception trained on one core and the update ran on the other waited for
-    # perception's step (6 ms); a core running only SCHED_IDLE work counts as idle, so the
-    # decision takes it at once (docs/realtime_benchmark.md).
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        os.nice(19)
     torch.set_num_threads(1)
     learner = make_learner(config)
     learner.abort = abort
@@ -154,3 +179,4 @@ def serve(config: 'AgentConfig', conn, abort) -> None:
         counters = (learner.last_good.skipped, learner.last_good.restores)
         conn.send_bytes(pickle.dumps((stats, error, weights, counters)))
         conn.send_bytes(pickle.dumps(learner.state()))
+

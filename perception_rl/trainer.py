@@ -22,7 +22,7 @@ from perception_rl.actor_critic import ActorCriticConfig
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.aux_losses import AuxLossConfig
 from perception_rl.curiosity import CuriosityConfig
-from perception_rl.encoder import FOVEA_STREAMS, EncoderConfig
+from perception_rl.encoder import EncoderConfig
 from perception_rl.foveation import Roi
 from perception_rl.gym_tasks import ImageTask
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
@@ -85,9 +85,6 @@ def validate(config: TrainConfig) -> None:
     if config.focus not in FOCUS_REWARDS:
         raise ValueError(f"--focus must be one of {', '.join(FOCUS_REWARDS)}, not "
                          f'{config.focus!r}')
-    if config.fovea_stream not in FOVEA_STREAMS:
-        raise ValueError(f"--fovea-stream must be one of {', '.join(FOVEA_STREAMS)}, not "
-                         f'{config.fovea_stream!r}')
     if config.envs < 1:
         raise ValueError(f'--envs must be at least 1, not {config.envs}')
     if config.rollout_length < 16 or config.rollout_length % config.envs:

@@ -17,11 +17,15 @@ middle third and guesses the rest (expected return 1/3); one that moves to the r
 the first look reads every episode (return up to 1/3 x 1.0 + 2/3 x 0.9 = 0.93: in a
 quadrant episode the first answer, from the centre, is a guess).
 
-The middle placements are what make the task learnable: the actor learns to read stripes from
-them with the fovea where it starts, and only then does moving the fovea pay. With the patch
-always in a quadrant, a fovea placed at random lands on it in about 4 % of the steps, and
-neither the reading nor the looking was learned in 100k steps (one seed each, patch sides 16
-and 32).
+perception_rl/FoveationOffCentre-v1 is the same task with the patch only ever in a quadrant,
+never where a central fovea looks: a fixed fovea can only guess (expected return 0).
+
+The middle placements are what make the task learnable from its reward alone: the actor
+learns to read stripes from them with the fovea where it starts, and only then does moving the
+fovea pay. With the patch always in a quadrant, a fovea placed at random lands on it in about
+4 % of the steps, and neither the reading nor the looking was learned in 100k steps (one seed
+each, patch sides 16 and 32). A focus rewarded by fovea detail (`--focus detail`) does not
+wait for the actor, and learns the off-centre task (docs/learning_benchmark.md).
 
 Version 0 of this task asked for one answer per episode, after any number of "wait" steps. The
 agent never learned it: waiting pays only once the actor can read the stripes, and the actor

@@ -158,6 +158,10 @@ def test_loop_with_agent_commands_off_and_recorder(ros_context, start_node, spin
     wanted = int(passes * 30)
     assert spin(listener.node, 60.0, until=lambda: len(listener.features) >= wanted), \
         (len(listener.features), player.output())
+    # The replay goes on until the agent has adopted a PPO update: on a machine kept busy its
+    # SCHED_IDLE update process gets CPU only after learner_process.STARVED_AFTER_S.
+    updated = lambda: int(listener.value('agent_node', 'updates') or 0) >= 1  # noqa: E731
+    assert spin(listener.node, 60.0, until=updated), listener.value('agent_node', 'updates')
     assert player.stop() == 0, player.output()
     spin(listener.node, 1.0)
     assert 'played 30 messages' in player.output()  # at least one whole pass ended

@@ -1,13 +1,16 @@
 """PPO updates in a child process: the same learning as on a thread, state kept across
 checkpoints, aborts and a child that dies."""
 import os
+import resource
 import signal
 import time
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
+from perception_rl import learner_process
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.checkpoint import load_latest
 from perception_rl.ppo import PPOConfig, UpdateAbandoned
@@ -154,10 +157,7 @@ def test_a_child_that_dies_mid_update_is_reported_and_a_new_one_takes_the_next(t
         _run(agent, 33)
         assert agent.updating
         first = agent._process._process
-        try:  # a SCHED_IDLE process dies slowly on a busy machine: its exit needs CPU too
-            os.sched_setscheduler(first.pid, os.SCHED_OTHER, os.sched_param(0))
-        except PermissionError:
-            pass  # without the right to, it exits when the machine has a moment
+        agent._process.wake()  # a SCHED_IDLE process dies slowly on a busy machine
         os.kill(first.pid, signal.SIGKILL)
         assert agent._worker.wait_idle(120.0), \
             f'child alive {first.is_alive()}, exit code {first.exitcode}, load {os.getloadavg()}'
@@ -172,3 +172,41 @@ def test_a_child_that_dies_mid_update_is_reported_and_a_new_one_takes_the_next(t
         assert agent._process._process.is_alive()
     finally:
         agent.close()
+
+
+def _scheduling(pid: int) -> tuple[int, int]:
+    return os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid)
+
+
+def _until(condition, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and resource.getrlimit(resource.RLIMIT_NICE)[0] < 1,
+                    reason='leaving SCHED_IDLE needs CAP_SYS_NICE or an RLIMIT_NICE of 1+')
+def test_a_starved_update_wakes_the_child_until_its_next_job(tmp_path, monkeypatch):
+    """On a machine kept busy, a SCHED_IDLE update may get no CPU at all (the full suite
+    beside two training runs starved it for minutes): after STARVED_AFTER_S the child runs
+    at nice 19 as an ordinary process, and goes back to SCHED_IDLE with its next job."""
+    monkeypatch.setattr(learner_process, 'STARVED_AFTER_S', 0.0)
+    endless = replace(PPOConfig(), epochs=100_000, target_kl=float('inf'))
+    agent = _lock_step(True, ppo=endless)
+    child = agent._process._process
+    try:
+        _run(agent, 33)
+        assert agent.updating
+        assert _until(lambda: _scheduling(child.pid) == (os.SCHED_OTHER, 19)), \
+            _scheduling(child.pid)
+        agent.save(tmp_path, timeout=0.5)  # the update is stopped and answers
+        assert isinstance(agent.last_error, UpdateAbandoned), agent.last_error
+        monkeypatch.setattr(learner_process, 'STARVED_AFTER_S', 600.0)
+        _run(agent, 32, seed=3)
+        assert agent.updating  # the worker thread idles the child as it hands over the job
+        assert _until(lambda: _scheduling(child.pid)[0] == os.SCHED_IDLE), \
+            _scheduling(child.pid)
+    finally:
+        agent.close()
+    assert not child.is_alive()
