@@ -179,4 +179,3 @@ def serve(config: 'AgentConfig', conn, abort) -> None:
         counters = (learner.last_good.skipped, learner.last_good.restores)
         conn.send_bytes(pickle.dumps((stats, error, weights, counters)))
         conn.send_bytes(pickle.dumps(learner.state()))
-

@@ -102,3 +102,22 @@ def _spin_for(node, seconds: float, until=None) -> bool:
     finally:
         executor.remove_node(node)
     return until is None
+
+
+def assert_save_abandons_the_update(agent, directory: Path, before: dict, within_s: float):
+    """`agent` is in the middle of a long PPO update; `before` its policy weights from before
+    it. Saving with a short timeout abandons the update on purpose, soon, and writes the
+    weights from before it."""
+    import torch
+
+    from perception_rl.checkpoint import load_latest
+    from perception_rl.ppo import UpdateAbandoned
+    start = time.monotonic()
+    path = agent.save(directory, timeout=0.5)
+    assert time.monotonic() - start < within_s
+    assert isinstance(agent.last_error, UpdateAbandoned), agent.last_error
+    assert agent.learner.last_good.restores == 0  # stopped on purpose, nothing went bad
+    loaded, _ = load_latest(directory, 'agent')
+    assert loaded.path == path and loaded.metadata['updates'] == 0
+    for key, value in before.items():
+        assert torch.equal(loaded.tensors[f'policy.{key}'], value), key

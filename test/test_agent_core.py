@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_save_abandons_the_update
 from perception_rl.actor_critic import ActorCritic, ActorCriticConfig
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.checkpoint import load_latest
@@ -280,15 +281,7 @@ def test_saving_during_a_long_update_abandons_it_and_writes_the_state_before_it(
         for _ in range(33):
             agent.act(_features(rng))
         assert started.wait(30.0)
-        start = time.monotonic()
-        path = agent.save(tmp_path, timeout=0.5)
-        assert time.monotonic() - start < 3.0
-        assert isinstance(agent.last_error, UpdateAbandoned)
-        assert agent.learner.last_good.restores == 0  # stopped on purpose, nothing went bad
-        loaded, _ = load_latest(tmp_path, 'agent')
-        assert loaded.path == path and loaded.metadata['updates'] == 0
-        for key, value in before.items():
-            assert torch.equal(loaded.tensors[f'policy.{key}'], value), key
+        assert_save_abandons_the_update(agent, tmp_path, before, within_s=3.0)
     finally:
         agent.close()
 

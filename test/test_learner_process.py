@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_save_abandons_the_update
 from perception_rl import learner_process
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.checkpoint import load_latest
@@ -137,15 +138,7 @@ def test_saving_during_a_long_update_in_the_child_abandons_it(tmp_path):
     try:
         _run(agent, 33)
         assert agent.updating
-        start = time.monotonic()
-        path = agent.save(tmp_path, timeout=0.5)
-        assert time.monotonic() - start < 10.0
-        assert isinstance(agent.last_error, UpdateAbandoned), agent.last_error
-        assert agent.learner.last_good.restores == 0  # stopped on purpose, nothing went bad
-        loaded, _ = load_latest(tmp_path, 'agent')
-        assert loaded.path == path and loaded.metadata['updates'] == 0
-        for key, value in before.items():
-            assert torch.equal(loaded.tensors[f'policy.{key}'], value), key
+        assert_save_abandons_the_update(agent, tmp_path, before, within_s=10.0)
     finally:
         agent.close()
 
