@@ -16,21 +16,24 @@ from std_msgs.msg import Bool, Float32, Float32MultiArray, Int32, MultiArrayDime
 
 from perception_rl import qos
 from perception_rl.actor_critic import ActorCriticConfig
-from perception_rl.agent import CHECKPOINT_PREFIX, Agent, AgentConfig
+from perception_rl.agent import CHECKPOINT_PREFIX, Agent, AgentConfig, with_focus
 from perception_rl.checkpoint import resume
 from perception_rl.commands import TWIST_AXES, CommandSpec
 from perception_rl.curiosity import KINDS, CuriosityConfig
 from perception_rl.devices import DEVICES, available_device
+from perception_rl.fovea_detail_topic import read_fovea_detail
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import ERROR, OK, WARN, HealthPublisher
 from perception_rl.node_main import run_node
 from perception_rl.node_params import ParameterError, ParamSpec, declare_parameters
 from perception_rl.policy_weights import flatten_policy
-from perception_rl.ppo import PPOConfig
+from perception_rl.ppo import FOCUS_REWARDS, PPOConfig
 from perception_rl.scalar_log import ScalarLog
 from perception_rl.timing import FrameTrace, LatencyWindow
 
 FEATURE_DIM = 64
+FOVEA_DETAIL_KEPT = 20
+"""fovea_detail messages kept waiting for their features (one second at 20 Hz)."""
 PARAMETERS = [
     ParamSpec('controlled_axes', ('linear.x', 'angular.z'),
               'Twist components the agent drives; the others stay 0', choices=TWIST_AXES),
@@ -58,6 +61,10 @@ PARAMETERS = [
     ParamSpec('curiosity', 'icm', 'Intrinsic reward: icm (forward-model error), rnd (random '
               'network distillation), snd (distillation of a VICReg-trained target) or none',
               choices=KINDS),
+    ParamSpec('focus_reward', 'task', "What the focus head learns from: 'task' (REINFORCE "
+              "on the task's advantage) or 'detail' (saccades rewarded by the detail the fovea "
+              "then sees, from perception_node's fovea_detail topic: set its "
+              'publish_fovea_detail)', choices=FOCUS_REWARDS),
     ParamSpec('reward_clip', 10.0, 'Extrinsic rewards are clipped to +-this', low=0.0,
               high=1e6),
     ParamSpec('input_timeout', 0.5, 'Seconds without features after which only zero '
@@ -74,6 +81,8 @@ PARAMETERS = [
     ParamSpec('trace_file', '', "CSV of each decision's timestamps and act time, for "
               "perception-rl bench ('' for none)"),
 ]
+NO_FOVEA_DETAIL = ("focus_reward is 'detail' but no fovea_detail came with the features: set "
+                   "perception_node's publish_fovea_detail")
 TRACE_FIELDS = ('features_seq', 'start_ns', 'act_ms', 'updating', 'cmd_seq', 'publish_ns',
                 'end_ns')
 
@@ -90,7 +99,7 @@ class AgentNode(Node):
         except ValueError as error:
             raise ParameterError(f"parameters 'controlled_axes'/'axis_limits': {error}") from None
         discrete = self._discrete = p['discrete_actions'] > 0
-        config = AgentConfig(
+        config = with_focus(AgentConfig(
             model=replace(ActorCriticConfig(), feature_dim=FEATURE_DIM, discrete=discrete,
                           action_dim=(p['discrete_actions'] if discrete
                                       else len(self.command_spec.axes))),
@@ -98,7 +107,8 @@ class AgentNode(Node):
                         int_coef=p['intrinsic_coef']),
             curiosity=replace(CuriosityConfig(), kind=p['curiosity']),
             rollout_length=p['rollout_length'], reward_clip=p['reward_clip'], seed=p['seed'],
-            device=available_device(p['device'], self.get_logger()), update_process=True)
+            device=available_device(p['device'], self.get_logger()), update_process=True),
+            p['focus_reward'])
         self.agent = Agent(config)
         self.agent.learning = p['learn']
         self._p = p
@@ -117,6 +127,12 @@ class AgentNode(Node):
         self.rewards_rejected = 0
         self.rewards_clipped = 0
         self.features_rejected = 0
+        self._fovea_seen: dict[int, tuple[tuple[float, float], float]] = {}
+        """fovea_detail messages by DDS sequence number, until their features arrive."""
+        self._focus = (0.0, 0.0)  # the last focus decided, clipped to the frame
+        self.fovea_details_paired = 0
+        self.fovea_details_missing = 0
+        self.fovea_details_rejected = 0
         self.commands = 0
         self._last_input = time.monotonic()
         self._stale = True
@@ -133,6 +149,9 @@ class AgentNode(Node):
                             if discrete and publishes else None)
         self._policy_pub = self.create_publisher(Float32MultiArray, 'policy_weights', qos.POLICY)
         self._publish_policy()
+        if p['focus_reward'] == 'detail':  # before features: it is taken first when both wait
+            self.create_subscription(Float32MultiArray, 'fovea_detail', self._on_fovea_detail,
+                                     qos.FEATURES)
         self.create_subscription(Float32MultiArray, 'features', self._on_features, qos.FEATURES,
                                  qos_overriding_options=qos.overridable())
         self.create_subscription(Float32, 'reward', self._on_reward, qos.REWARDS)
@@ -170,6 +189,33 @@ class AgentNode(Node):
     def _on_episode_end(self, msg: Bool) -> None:
         self._episode_ended |= bool(msg.data)
 
+    def _on_fovea_detail(self, msg: Float32MultiArray, info: MessageInfo) -> None:
+        try:
+            seen = read_fovea_detail(msg)
+        except ValueError as error:
+            self.fovea_details_rejected += 1
+            self.get_logger().warning(f'fovea_detail rejected: {error}',
+                                      throttle_duration_sec=5.0)
+            return
+        seq = info['publication_sequence_number']
+        self._fovea_seen = {s: v for s, v in self._fovea_seen.items()
+                            if seq - FOVEA_DETAIL_KEPT < s < seq}
+        self._fovea_seen[seq] = seen
+
+    def _fovea_of(self, seq: int) -> tuple[tuple[float, float], float]:
+        """The fovea centre and detail of the features with this sequence number; where
+        their fovea_detail has not come, the last focus and NaN (no focus reward)."""
+        if self._p['focus_reward'] != 'detail':
+            return self._focus, math.nan
+        seen = self._fovea_seen.pop(seq, None)
+        if seen is None:
+            self.fovea_details_missing += 1
+            if not self.fovea_details_paired:
+                self.get_logger().warning(NO_FOVEA_DETAIL, throttle_duration_sec=10.0)
+            return self._focus, math.nan
+        self.fovea_details_paired += 1
+        return seen
+
     def _on_features(self, msg: Float32MultiArray, info: MessageInfo) -> None:
         start = time.perf_counter()
         start_ns = time.time_ns()
@@ -185,7 +231,9 @@ class AgentNode(Node):
         ended, self._episode_ended = self._episode_ended, False
         if self._stale:  # inputs resumed: the gap is not a transition
             self.agent.forget_previous()
-        decision = self.agent.act(features, reward, ended)
+        centre, detail = self._fovea_of(info['publication_sequence_number'])
+        decision = self.agent.act(features, reward, ended, detail, centre)
+        self._focus = tuple(np.clip(decision.focus, -1.0, 1.0).tolist())
         act_ms = 1e3 * (time.perf_counter() - start)
         publish_ns = time.time_ns()
         if self._action_pub is not None:
@@ -259,6 +307,10 @@ class AgentNode(Node):
                   'features_rejected': self.features_rejected,
                   'rewards_rejected': self.rewards_rejected,
                   'rewards_clipped': self.rewards_clipped,
+                  **({'fovea_details_paired': self.fovea_details_paired,
+                      'fovea_details_missing': self.fovea_details_missing,
+                      'fovea_details_rejected': self.fovea_details_rejected}
+                     if self._p['focus_reward'] == 'detail' else {}),
                   'nonfinite_steps_skipped': agent.learner.last_good.skipped,
                   'weights_restored': agent.learner.last_good.restores,
                   'update_process_restarts': agent.update_process_restarts}
@@ -266,6 +318,8 @@ class AgentNode(Node):
             message = ('no features: commanding zero' if self._cmd_pub is not None
                        else 'no features')
             return (WARN if self.commands == 0 else ERROR), message, values
+        if self.fovea_details_missing and not self.fovea_details_paired:
+            return WARN, NO_FOVEA_DETAIL, values
         return OK, 'ok', values
 
     def _save_periodically(self) -> None:

@@ -96,6 +96,9 @@ def main(argv=None) -> None:
                               'detail the fovea sees beyond the periphery)')
     trainer.add_argument('--fixed-fovea', action='store_true',
                          help="keep the fovea at the frame's centre")
+    trainer.add_argument('--frozen-conv-layers', type=int, default=defaults.frozen_conv_layers,
+                         help="bottom convolutions of each perception stream kept at their "
+                              "random weights (0 to 3)")
     learning = commands.add_parser(
         'learning-bench', help='learning curves: frozen and online perception, fixed fovea, '
                                'end-to-end pixel PPO (Stable-Baselines3)',
@@ -177,7 +180,7 @@ def main(argv=None) -> None:
             intrinsic_coef=args.intrinsic_coef, envs=args.envs,
             rollout_length=args.rollout_length,
             roi_fraction=args.roi_fraction, fixed_fovea=args.fixed_fovea, focus=args.focus,
-            fovea_stream=args.fovea_stream)
+            fovea_stream=args.fovea_stream, frozen_conv_layers=args.frozen_conv_layers)
         try:
             summary = train(config, Path(args.out))
         except ValueError as error:

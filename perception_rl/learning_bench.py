@@ -30,10 +30,13 @@ ARMS = ('frozen', 'online', 'detail-fovea', 'fixed-fovea', 'frozen-detail-fovea'
         'frozen-fixed-fovea', 'sb3-ppo')
 TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1',
          'perception_rl/FoveationOffCentre-v1')
-FOVEATION_OPTIONS = {'fovea_stream': 'pooled', 'reconstruction_fovea': 1.0}
+FOVEATION_OPTIONS = {'fovea_stream': 'pooled', 'reconstruction_fovea': 1.0,
+                     'frozen_conv_layers': 3}
 """Trainer options the foveation tasks need: their stripes must read the same wherever the
-fovea has them (a fovea that moves does not centre them), and online perception must redraw
-the fovea at full weight to keep them (at 0.1 it erased them from the pooled stream)."""
+fovea has them (a fovea that moves does not centre them), online perception must redraw the
+fovea at full weight to keep them (at 0.1 it erased them from the pooled stream), and it
+trains the layers above the convolutions only (trained convolutions learned where in the
+fovea the stripes were, and the pooled stream no longer read them the same everywhere)."""
 TASK_OPTIONS = {'perception_rl/Foveation-v1': FOVEATION_OPTIONS,
                 'perception_rl/FoveationOffCentre-v1': FOVEATION_OPTIONS}
 FINAL_SHARE = 0.1

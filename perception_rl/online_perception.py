@@ -181,15 +181,17 @@ class OnlinePerception:
         return bool(self.aux.weights)
 
     def step(self, frame: np.ndarray, roi: Roi, action: np.ndarray,
-             lateness_ms: float = 0.0) -> PerceptionStep:
+             lateness_ms: float = 0.0, detail: bool = False) -> PerceptionStep:
         """One tick on a HxWx3 uint8 frame seen through `roi` (one stream: a node's camera).
 
         :param action: float [action_dim], the action taken between the previous frame and
             this one (the latest cmd_vel, or a discrete action one-hot) and the fovea centre
             this frame is seen through.
         :param lateness_ms: how late this frame arrived, for the training budget.
+        :param detail: also measure the fovea's `fovea_detail` (a float [1]).
         """
-        step = self.step_batch([frame], [roi], np.asarray(action)[None], lateness_ms=lateness_ms)
+        step = self.step_batch([frame], [roi], np.asarray(action)[None], lateness_ms=lateness_ms,
+                               detail=detail)
         step.features = step.features[0]
         return step
 

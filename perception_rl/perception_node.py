@@ -17,6 +17,7 @@ from perception_rl.aux_losses import AuxLossConfig, parse_aux_loss
 from perception_rl.checkpoint import resume
 from perception_rl.devices import DEVICES, available_device
 from perception_rl.encoder import FOVEA_STREAMS, EncoderConfig
+from perception_rl.fovea_detail_topic import fovea_detail_message
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.health import OK, WARN, HealthPublisher
 from perception_rl.image_conversion import ImageError, compressed_to_bgr, image_to_bgr
@@ -64,6 +65,10 @@ PARAMETERS = [
     ParamSpec('fovea_stream', EncoderConfig.fovea_stream, "How the fovea stream summarises "
               "its view: 'spatial' keeps where in the fovea things are, 'pooled' reads a "
               'detail the same anywhere in it', choices=FOVEA_STREAMS),
+    ParamSpec('publish_fovea_detail', False, 'Before each features message, publish on '
+              'fovea_detail the centre (x, y in [-1, 1]) of the fovea its frame was seen '
+              'through and the detail the fovea saw there beyond the periphery, for an agent '
+              "whose focus_reward is 'detail' (about 0.1 ms a frame)"),
     ParamSpec('periphery_width', 64, 'Width of the downsampled periphery', low=8, high=512),
     ParamSpec('periphery_height', 48, 'Height of the downsampled periphery', low=8, high=512),
     ParamSpec('device', 'cpu', "Torch device of the encoder ('cuda' falls back to 'cpu' with "
@@ -139,6 +144,11 @@ class PerceptionNode(Node):
         self._trace = FrameTrace(p['trace_file'], TRACE_FIELDS) if p['trace_file'] else None
         self.policies_received = 0
         self.policies_rejected = 0
+        # Published first, one per features message, so that the two share DDS sequence
+        # numbers: the agent pairs them by that.
+        self._detail_publisher = (self.create_publisher(Float32MultiArray, 'fovea_detail',
+                                                        qos.FEATURES)
+                                  if p['publish_fovea_detail'] else None)
         self._publisher = self.create_publisher(
             Float32MultiArray, 'features', qos.FEATURES, qos_overriding_options=qos.overridable())
         self.create_subscription(Image, 'image_raw', self._on_image, qos.IMAGES,
@@ -250,7 +260,8 @@ class PerceptionNode(Node):
         roi = self._current_roi(width, height)
         action = np.concatenate([self._twist, roi.centre(width, height)]).astype(np.float32)
         try:
-            step = self.core.step(frame, roi, action, self._lateness_ms(stamp))
+            step = self.core.step(frame, roi, action, self._lateness_ms(stamp),
+                                  detail=self._detail_publisher is not None)
         except Exception as error:  # noqa: BLE001 -- one frame must not take perception down
             self.frames_failed += 1
             self.get_logger().error(f'frame {width}x{height} not processed: {error!r}',
@@ -260,6 +271,9 @@ class PerceptionNode(Node):
         out.layout.dim = [MultiArrayDimension(label='features', size=step.features.size,
                                               stride=step.features.size)]
         out.data = step.features.tolist()
+        if self._detail_publisher is not None:
+            self._detail_publisher.publish(fovea_detail_message(
+                roi.centre(width, height), float(step.fovea_detail[0])))
         publish_ns = time.time_ns()
         self._publisher.publish(out)
         self._representation.add(step.features)

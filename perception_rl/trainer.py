@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from perception_rl.actor_critic import ActorCriticConfig
-from perception_rl.agent import Agent, AgentConfig
+from perception_rl.agent import Agent, AgentConfig, with_focus
 from perception_rl.aux_losses import AuxLossConfig
 from perception_rl.curiosity import CuriosityConfig
 from perception_rl.encoder import EncoderConfig
@@ -29,10 +29,6 @@ from perception_rl.online_perception import OnlinePerception, PerceptionConfig
 from perception_rl.ppo import FOCUS_REWARDS, PPOConfig
 from perception_rl.scalar_log import ScalarLog
 
-DETAIL_FOCUS_LEARNING_RATE = 1e-3
-"""The focus head's learning rate when it learns from fovea detail: 1e-3 and 3e-3 both
-raised the share of steps with the fovea on the foveation task's patch from 9 % to about
-25 % (one seed each); 3e-4, the agent's rate, was not measured with this reward."""
 RETURN_WINDOW = 20
 """Episodes in the running mean of the return (progress line and learning curve)."""
 
@@ -61,6 +57,8 @@ class TrainConfig:
     perception_learning_rate: float = PerceptionConfig.learning_rate
     train_every: int = 1
     """Perception trains on one frame in this many."""
+    frozen_conv_layers: int = PerceptionConfig.frozen_conv_layers
+    """Bottom convolutions of each perception stream kept at their random weights (0 to 3)."""
     roi_fraction: float = 0.25
     """Side of the fovea region as a fraction of the frame's shorter side."""
     fovea_stream: str = EncoderConfig.fovea_stream
@@ -139,18 +137,15 @@ def train(config: TrainConfig, out: Path, progress: bool = True) -> dict:
             aux=replace(AuxLossConfig(), spec=config.aux_loss, policy_actions=task.action_dim,
                         reconstruction_fovea=config.reconstruction_fovea),
             action_dim=task.action_dim + 2, learning_rate=config.perception_learning_rate,
-            train_every=config.train_every, seed=config.seed))
-        agent = Agent(AgentConfig(
-            model=ActorCriticConfig(action_dim=task.action_dim, discrete=task.discrete,
-                                    saccadic_focus=config.focus == 'detail'),
+            train_every=config.train_every, frozen_conv_layers=config.frozen_conv_layers,
+            seed=config.seed))
+        agent = Agent(with_focus(AgentConfig(
+            model=ActorCriticConfig(action_dim=task.action_dim, discrete=task.discrete),
             curiosity=CuriosityConfig(kind=config.curiosity),
             ppo=replace(PPOConfig(), learning_rate=config.learning_rate,
-                        entropy_coef=config.entropy_coef, int_coef=config.intrinsic_coef,
-                        focus_reward=config.focus,
-                        focus_learning_rate=(DETAIL_FOCUS_LEARNING_RATE
-                                             if config.focus == 'detail' else None)),
+                        entropy_coef=config.entropy_coef, int_coef=config.intrinsic_coef),
             rollout_length=config.rollout_length, seed=config.seed, wait_for_update=True),
-            streams=config.envs)
+            config.focus), streams=config.envs)
     except ValueError:
         for each in tasks:
             each.close()
