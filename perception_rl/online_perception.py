@@ -357,10 +357,13 @@ class OnlinePerception:
         encoder = asdict(self.config.encoder)
         if encoder['fovea_stream'] == 'spatial':  # so checkpoints from before the option load
             del encoder['fovea_stream']
-        return {'encoder': encoder, 'aux_terms': sorted(a.weights),
-                'aux_hidden': a.predictor_hidden, 'policy_actions': a.policy_actions,
-                'policy_hidden': a.policy_hidden, 'target': self.target is not None,
-                'action_dim': self.config.action_dim}
+        architecture = {'encoder': encoder, 'aux_terms': sorted(a.weights),
+                        'aux_hidden': a.predictor_hidden, 'policy_actions': a.policy_actions,
+                        'policy_hidden': a.policy_hidden, 'target': self.target is not None,
+                        'action_dim': self.config.action_dim}
+        if self.config.frozen_conv_layers:  # the optimizer holds the other layers only
+            architecture['frozen_conv_layers'] = self.config.frozen_conv_layers
+        return architecture
 
     def save(self, directory: str | Path, keep: int = 3) -> Path:
         """Write a checkpoint of weights, optimizer state and counters."""

@@ -1,7 +1,8 @@
 """Can a linear probe read the foveation task's stripes from the features, off the fovea's centre?
 
     .venv/bin/python scripts/foveal_reading_probe.py [--fovea-stream spatial|pooled]
-        [--checkpoints RUN/checkpoints --aux-loss SPEC --reconstruction-fovea W]
+        [--checkpoints RUN/checkpoints --aux-loss SPEC --reconstruction-fovea W
+     --frozen-conv-layers N]
 
 Draws frames of perception_rl/Foveation-v1 with the fovea placed so that the striped patch's
 centre lies up to OFFSET pixels from the fovea's centre along each axis, encodes them (the
@@ -67,6 +68,8 @@ def main() -> None:
                         help="a run's checkpoints directory ('': the random encoder)")
     parser.add_argument('--aux-loss', default=AuxLossConfig.spec)
     parser.add_argument('--reconstruction-fovea', type=float, default=0.0)
+    parser.add_argument('--frozen-conv-layers', type=int, default=0,
+                        help="the run's --frozen-conv-layers")
     parser.add_argument('--seed', type=int, default=0, help='seed of the random encoder')
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -74,7 +77,7 @@ def main() -> None:
         encoder=replace(EncoderConfig(), fovea_stream=args.fovea_stream),
         aux=replace(AuxLossConfig(), spec=args.aux_loss, policy_actions=2,
                     reconstruction_fovea=args.reconstruction_fovea),
-        action_dim=4, seed=args.seed))  # the task's 2 actions and the fovea's centre
+        action_dim=4, frozen_conv_layers=args.frozen_conv_layers, seed=args.seed))  # the task's 2 actions and the fovea's centre
     if args.checkpoints:
         checkpoint, _ = load_latest(args.checkpoints, 'perception')
         if checkpoint is None:

@@ -173,3 +173,13 @@ def test_a_pooled_fovea_checkpoint_loads_only_into_a_pooled_fovea(tmp_path):
     resume(again, tmp_path / 'pooled', 'perception')
     with pytest.raises(ValueError, match=r"encoder\.fovea_stream: 'pooled' in the checkpoint"):
         resume(OnlinePerception(PerceptionConfig()), tmp_path / 'pooled', 'perception')
+
+
+def test_a_checkpoint_trained_with_frozen_convolutions_names_them_elsewhere(tmp_path):
+    """The optimizer of a core with frozen convolutions holds the other layers only: a
+    checkpoint of one loads into the same freezing, and anywhere else the error names it."""
+    frozen = PerceptionConfig(frozen_conv_layers=3)
+    OnlinePerception(frozen).save(tmp_path)
+    resume(OnlinePerception(frozen), tmp_path, 'perception')
+    with pytest.raises(ValueError, match=r'frozen_conv_layers: 3 in the checkpoint, None here$'):
+        resume(OnlinePerception(PerceptionConfig()), tmp_path, 'perception')
