@@ -4,8 +4,8 @@
 
 focus_reward:=detail has the focus head learn where to look from the detail the fovea sees
 (perception publishes it on fovea_detail); give the foveation tasks a params_file with
-perception_node's fovea_stream: pooled and reconstruction_fovea: 1.0, as the learning
-benchmark does (docs/learning_benchmark.md).
+perception_node's fovea_stream: pooled, reconstruction_fovea: 1.0 and frozen_conv_layers: 3,
+as the learning benchmark does (docs/learning_benchmark.md).
 
 The frame size, fovea size and discrete action count must match the environment: the
 defaults fit perception_rl/Foveation-v1 (256x192 frames, 2 actions); MiniGrid's view is
