@@ -2,6 +2,7 @@
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import replace
 
 import numpy as np
@@ -127,8 +128,9 @@ class AgentNode(Node):
         self.rewards_rejected = 0
         self.rewards_clipped = 0
         self.features_rejected = 0
-        self._fovea_seen: dict[int, tuple[tuple[float, float], float]] = {}
-        """fovea_detail messages by DDS sequence number, until their features arrive."""
+        self._fovea_seen: deque[tuple[int, tuple[tuple[float, float], float]]] = deque(
+            maxlen=FOVEA_DETAIL_KEPT)
+        """(DDS sequence number, fovea_detail) in arrival order, until their features come."""
         self._focus = (0.0, 0.0)  # the last focus decided, clipped to the frame
         self.fovea_details_paired = 0
         self.fovea_details_missing = 0
@@ -197,24 +199,23 @@ class AgentNode(Node):
             self.get_logger().warning(f'fovea_detail rejected: {error}',
                                       throttle_duration_sec=5.0)
             return
-        seq = info['publication_sequence_number']
-        self._fovea_seen = {s: v for s, v in self._fovea_seen.items()
-                            if seq - FOVEA_DETAIL_KEPT < s < seq}
-        self._fovea_seen[seq] = seen
+        self._fovea_seen.append((info['publication_sequence_number'], seen))
 
     def _fovea_of(self, seq: int) -> tuple[tuple[float, float], float]:
         """The fovea centre and detail of the features with this sequence number; where
         their fovea_detail has not come, the last focus and NaN (no focus reward)."""
         if self._p['focus_reward'] != 'detail':
             return self._focus, math.nan
-        seen = self._fovea_seen.pop(seq, None)
-        if seen is None:
+        waiting = self._fovea_seen
+        while waiting and waiting[0][0] < seq:  # details whose features never came
+            waiting.popleft()
+        if not waiting or waiting[0][0] != seq:
             self.fovea_details_missing += 1
             if not self.fovea_details_paired:
                 self.get_logger().warning(NO_FOVEA_DETAIL, throttle_duration_sec=10.0)
             return self._focus, math.nan
         self.fovea_details_paired += 1
-        return seen
+        return waiting.popleft()[1]
 
     def _on_features(self, msg: Float32MultiArray, info: MessageInfo) -> None:
         start = time.perf_counter()

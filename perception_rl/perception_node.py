@@ -258,7 +258,8 @@ class PerceptionNode(Node):
         height, width = frame.shape[:2]
         self._frame_size = (width, height)
         roi = self._current_roi(width, height)
-        action = np.concatenate([self._twist, roi.centre(width, height)]).astype(np.float32)
+        centre = roi.centre(width, height)
+        action = np.concatenate([self._twist, centre]).astype(np.float32)
         try:
             step = self.core.step(frame, roi, action, self._lateness_ms(stamp),
                                   detail=self._detail_publisher is not None)
@@ -273,7 +274,7 @@ class PerceptionNode(Node):
         out.data = step.features.tolist()
         if self._detail_publisher is not None:
             self._detail_publisher.publish(fovea_detail_message(
-                roi.centre(width, height), float(step.fovea_detail[0])))
+                centre, float(step.fovea_detail[0])))
         publish_ns = time.time_ns()
         self._publisher.publish(out)
         self._representation.add(step.features)
