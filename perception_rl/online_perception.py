@@ -16,6 +16,7 @@ from perception_rl.devices import resolve_device, synchronize
 from perception_rl.encoder import EncoderConfig, VisualPerception, images_to_tensor
 from perception_rl.foveation import Roi, crop_fovea, downsample_periphery
 from perception_rl.last_good import LastGood
+from perception_rl.orthogonal_gradients import OrthogonalGradients
 
 CHECKPOINT_PREFIX = 'perception'
 ACTION_DIM = 8
@@ -47,6 +48,9 @@ class PerceptionConfig:
     than 3e-4 on held-out frames: docs/representation_benchmark.md)."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global norm before each step."""
+    orthogonal_gradient_decay: float = 0.0
+    """Per-step decay of the gradient history each step's gradient is made orthogonal to
+    (perception_rl/orthogonal_gradients.py); 0 gives Adam the gradients as they are."""
     frozen_conv_layers: int = 0
     """Bottom convolutions of each stream kept at their initial weights (0 to 3): PiSCO finds
     bottom layers task-agnostic and top layers the ones that need adapting."""
@@ -100,6 +104,9 @@ def validate(config: PerceptionConfig) -> None:
                          "'target_decay' in (0, 1)")
     if not 0.0 <= config.target_decay < 1.0:
         raise ValueError(f"'target_decay' must lie in [0, 1), not {config.target_decay}")
+    if not 0.0 <= config.orthogonal_gradient_decay < 1.0:
+        raise ValueError(f"'orthogonal_gradient_decay' must lie in [0, 1), not "
+                         f'{config.orthogonal_gradient_decay}')
     if not 0 <= config.frozen_conv_layers <= 3:
         raise ValueError(f"'frozen_conv_layers' must be 0 to 3, not "
                          f'{config.frozen_conv_layers}')
@@ -158,6 +165,10 @@ class OnlinePerception:
         # step took 8.8 ms instead of 14.8 ms (p50, one thread, a loaded 2-core machine,
         # docs/realtime_benchmark.md).
         self.optimizer = torch.optim.Adam(self._params, lr=config.learning_rate, fused=True)
+        self.orthogonal = None
+        if config.orthogonal_gradient_decay > 0.0:
+            self.orthogonal = OrthogonalGradients(
+                self._params, config.orthogonal_gradient_decay).to(self.device)
         self.training = bool(self.aux.weights)
         self.train_steps = 0
         self.frames = 0
@@ -168,7 +179,7 @@ class OnlinePerception:
         self.expected_tick_ms = 0.0
         self._prev: tuple[torch.Tensor, torch.Tensor] | None = None  # (features, roi centre)
         self._view_rng = np.random.default_rng(config.seed)
-        self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._drift_probe: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def skipped_nonfinite(self) -> int:
@@ -219,8 +230,8 @@ class OnlinePerception:
         views = [self.encoder.views(f, r, self.device) for f, r in zip(frames, rois)]
         fovea = torch.cat([v[0] for v in views])
         periphery = torch.cat([v[1] for v in views])
-        if self._reference is None:
-            self._reference = (fovea[:1], periphery[:1])
+        if self._drift_probe is None:  # mirrored: the first views are the encoder's anchor
+            self._drift_probe = (fovea[:1].flip(-1), periphery[:1].flip(-1))
         with torch.set_grad_enabled(train):
             features = self.encoder(fovea, periphery)
         key = features.detach()
@@ -310,6 +321,8 @@ class OnlinePerception:
             if self.last_good.failed():
                 self.last_good.restore()
             return {}
+        if self.orthogonal is not None:
+            self.orthogonal.project_()
         self.optimizer.step()
         self.train_steps += 1
         self.last_good.succeeded()
@@ -324,12 +337,12 @@ class OnlinePerception:
 
     @torch.no_grad()
     def reference_features(self) -> np.ndarray | None:
-        """The published encoder's features of the first frame seen (None before it): how they
-        move over time is the drift the agent has to live with."""
-        if self._reference is None:
+        """The published encoder's features of a fixed input, the first frame seen mirrored
+        (None before it): how they move over time is the drift the agent has to live with."""
+        if self._drift_probe is None:
             return None
         encoder = self.target if self.config.publish == 'target' else self.encoder
-        return encoder(*self._reference)[0].cpu().numpy()
+        return encoder(*self._drift_probe)[0].cpu().numpy()
 
     def load_policy(self, actor: dict[str, torch.Tensor], focus: dict[str, torch.Tensor],
                     log_std: torch.Tensor) -> None:
@@ -349,6 +362,8 @@ class OnlinePerception:
         modules = {'encoder': self.encoder, 'aux': self.aux}
         if self.target is not None:
             modules['target'] = self.target
+        if self.orthogonal is not None:
+            modules['orthogonal'] = self.orthogonal
         return modules
 
     def architecture(self) -> dict:
@@ -357,12 +372,16 @@ class OnlinePerception:
         encoder = asdict(self.config.encoder)
         if encoder['fovea_stream'] == 'spatial':  # so checkpoints from before the option load
             del encoder['fovea_stream']
+        if not encoder['anchored']:  # as were all encoders before the option
+            del encoder['anchored']
         architecture = {'encoder': encoder, 'aux_terms': sorted(a.weights),
                         'aux_hidden': a.predictor_hidden, 'policy_actions': a.policy_actions,
                         'policy_hidden': a.policy_hidden, 'target': self.target is not None,
                         'action_dim': self.config.action_dim}
         if self.config.frozen_conv_layers:  # the optimizer holds the other layers only
             architecture['frozen_conv_layers'] = self.config.frozen_conv_layers
+        if self.orthogonal is not None:  # its gradient history is saved with the weights
+            architecture['orthogonal_gradients'] = True
         return architecture
 
     def save(self, directory: str | Path, keep: int = 3) -> Path:

@@ -53,6 +53,9 @@ PARAMETERS = [
               high=1000.0, dynamic=True),
     ParamSpec('learning_rate', PerceptionConfig.learning_rate, 'Adam learning rate of the '
               'encoder', low=0.0, high=1.0),
+    ParamSpec('orthogonal_gradient_decay', PerceptionConfig.orthogonal_gradient_decay,
+              "Per-step decay of the gradient history each step's gradient is made orthogonal "
+              'to (0: Adam gets the gradients as they are)', low=0.0, high=0.999),
     ParamSpec('target_decay', 0.0, 'Per-step decay of the EMA target encoder (0: none)',
               low=0.0, high=0.9999),
     ParamSpec('publish', 'online', "Publish the learning encoder's features or the slow EMA "
@@ -65,6 +68,8 @@ PARAMETERS = [
     ParamSpec('fovea_stream', EncoderConfig.fovea_stream, "How the fovea stream summarises "
               "its view: 'spatial' keeps where in the fovea things are, 'pooled' reads a "
               'detail the same anywhere in it', choices=FOVEA_STREAMS),
+    ParamSpec('anchored', EncoderConfig.anchored, 'Features relative to those of the first '
+              'views the encoder saw, kept in its checkpoints (false: as before the option)'),
     ParamSpec('publish_fovea_detail', False, 'Before each features message, publish on '
               'fovea_detail the centre (x, y in [-1, 1]) of the fovea its frame was seen '
               'through and the detail the fovea saw there beyond the periphery, for an agent '
@@ -95,14 +100,16 @@ class PerceptionNode(Node):
         #                           pushed the training step's p99 to 120 ms (issue 5 facts)
         config = PerceptionConfig(
             encoder=replace(EncoderConfig(), fovea_size=p['fovea_size'],
-                            fovea_stream=p['fovea_stream'],
+                            fovea_stream=p['fovea_stream'], anchored=p['anchored'],
                             periphery_width=p['periphery_width'],
                             periphery_height=p['periphery_height']),
             aux=replace(AuxLossConfig(), spec=p['aux_loss'],
                         reconstruction_memory=p['reconstruction_memory'],
                         reconstruction_fovea=p['reconstruction_fovea'],
                         policy_actions=p['policy_actions']),
-            learning_rate=p['learning_rate'], target_decay=p['target_decay'],
+            learning_rate=p['learning_rate'],
+            orthogonal_gradient_decay=p['orthogonal_gradient_decay'],
+            target_decay=p['target_decay'],
             publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],
             train_every=p['train_every'], train_budget_ms=p['train_budget_ms'],
             seed=p['seed'], device=available_device(p['device'], self.get_logger()))

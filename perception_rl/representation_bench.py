@@ -21,7 +21,7 @@ import torch
 
 from perception_rl.aux_losses import AuxLossConfig
 from perception_rl.bench_runs import mean_std, run_jobs
-from perception_rl.encoder import images_to_tensor
+from perception_rl.encoder import EncoderConfig, images_to_tensor
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi, crop_fovea, downsample_periphery
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
 from perception_rl.representation_health import effective_rank
@@ -52,13 +52,17 @@ class Arm:
     learning_rate: float = 3e-4
     reconstruction_memory: int = 0
     reconstruction_fovea: float = AuxLossConfig.reconstruction_fovea
+    orthogonal_gradient_decay: float = 0.0
+    anchored: bool = True
 
     def config(self, seed: int) -> PerceptionConfig:
         return PerceptionConfig(
+            encoder=replace(EncoderConfig(), anchored=self.anchored),
             aux=replace(AuxLossConfig(), spec=self.aux,
                         reconstruction_memory=self.reconstruction_memory,
                         reconstruction_fovea=self.reconstruction_fovea),
             learning_rate=self.learning_rate,
+            orthogonal_gradient_decay=self.orthogonal_gradient_decay,
             target_decay=self.target_decay, publish=self.publish,
             frozen_conv_layers=self.frozen_conv_layers, seed=seed)
 
@@ -82,6 +86,14 @@ ARMS = {
     'reconstruction/lr1e-4/fovea0.1': Arm('reconstruction', learning_rate=1e-4,
                                           reconstruction_fovea=0.1),
     'tpc/lr1e-4': Arm('tpc', learning_rate=1e-4),
+    'reconstruction/orth': Arm('reconstruction', orthogonal_gradient_decay=0.9),
+    'reconstruction/lr1e-4/orth': Arm('reconstruction', learning_rate=1e-4,
+                                      orthogonal_gradient_decay=0.9),
+    'frozen/unanchored': Arm('none', anchored=False),
+    'reconstruction/lr1e-4/unanchored': Arm('reconstruction', learning_rate=1e-4,
+                                            anchored=False),
+    'reconstruction/orth/unanchored': Arm('reconstruction', orthogonal_gradient_decay=0.9,
+                                          anchored=False),
     'tpc+reconstruction/lr1e-4': Arm('tpc+reconstruction', learning_rate=1e-4),
     'tpc+contrastive+vicreg': Arm('tpc+contrastive+vicreg'),
     'tpc+vicreg/target': Arm('tpc+vicreg', target_decay=0.99, publish='target'),

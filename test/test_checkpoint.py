@@ -183,3 +183,19 @@ def test_a_checkpoint_trained_with_frozen_convolutions_names_them_elsewhere(tmp_
     resume(OnlinePerception(frozen), tmp_path, 'perception')
     with pytest.raises(ValueError, match=r'frozen_conv_layers: 3 in the checkpoint, None here$'):
         resume(OnlinePerception(PerceptionConfig()), tmp_path, 'perception')
+
+
+def test_the_anchor_is_checkpointed_and_an_unanchored_checkpoint_names_the_field(tmp_path):
+    _perception_checkpoints(tmp_path, steps=(3,))
+    saved = OnlinePerception(PerceptionConfig(seed=0))
+    saved.step(SyntheticScene(seed=0).step(), Roi(0, 0, 64, 64), np.zeros(ACTION_DIM))
+    resumed = OnlinePerception(PerceptionConfig(seed=1))
+    resume(resumed, tmp_path, 'perception')
+    assert bool(resumed.encoder.anchor_set)
+    assert torch.equal(resumed.encoder.anchor_fovea, saved.encoder.anchor_fovea)
+    assert torch.equal(resumed.encoder.anchor_periphery, saved.encoder.anchor_periphery)
+    unanchored = PerceptionConfig(encoder=replace(EncoderConfig(), anchored=False))
+    OnlinePerception(unanchored).save(tmp_path / 'unanchored')
+    assert 'anchored' not in OnlinePerception(unanchored).architecture()['encoder']
+    with pytest.raises(ValueError, match=r'encoder\.anchored: None in the checkpoint, True here$'):
+        resume(OnlinePerception(PerceptionConfig()), tmp_path / 'unanchored', 'perception')

@@ -159,3 +159,26 @@ def test_fovea_detail_is_what_the_fovea_shows_beyond_the_periphery():
     big = np.repeat(np.repeat(frame, 2, axis=0), 2, axis=1)
     one = core.step_batch([big], [Roi(48, 48, 96, 96)], actions[:1], detail=True)
     assert one.fovea_detail[0] == pytest.approx(stripes, rel=0.3)
+
+
+def test_anchored_features_ignore_what_every_frame_shares():
+    """The first views become the anchor, whose features are zero; moving the fused vector of
+    every frame alike (here the fusion layer's bias) leaves anchored features as they were and
+    moves unanchored ones."""
+    scene = SyntheticScene(seed=5)
+    frames = [scene.step() for _ in range(3)]
+    moved = {}
+    for anchored in (True, False):
+        torch.manual_seed(0)
+        encoder = VisualPerception(replace(EncoderConfig(), anchored=anchored))
+        views = [encoder.views(f, Roi(0, 0, 64, 64), torch.device('cpu')) for f in frames]
+        fovea, periphery = torch.cat([v[0] for v in views]), torch.cat([v[1] for v in views])
+        with torch.no_grad():
+            before = encoder(fovea, periphery)
+            encoder.fuse.bias += torch.randn_like(encoder.fuse.bias)
+            moved[anchored] = float((encoder(fovea, periphery) - before).abs().max())
+        if anchored:
+            assert torch.equal(before[0], torch.zeros(64))
+            assert bool(encoder.anchor_set)
+            assert torch.equal(encoder.anchor_fovea, fovea[:1])
+    assert moved[True] < 1e-4 and moved[False] > 0.1, moved
