@@ -167,8 +167,8 @@ class OnlinePerception:
         self.optimizer = torch.optim.Adam(self._params, lr=config.learning_rate, fused=True)
         self.orthogonal = None
         if config.orthogonal_gradient_decay > 0.0:
-            self.orthogonal = OrthogonalGradients(
-                self._params, config.orthogonal_gradient_decay).to(self.device)
+            self.orthogonal = OrthogonalGradients(self._params,
+                                                  config.orthogonal_gradient_decay)
         self.training = bool(self.aux.weights)
         self.train_steps = 0
         self.frames = 0

@@ -23,8 +23,6 @@ class OrthogonalGradients(nn.Module):
 
     def __init__(self, params: Iterable[torch.Tensor], decay: float):
         super().__init__()
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f'the gradient history decay must lie in (0, 1), not {decay}')
         self.decay = decay
         self._params = list(params)
         for index, param in enumerate(self._params):
