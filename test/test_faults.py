@@ -60,20 +60,22 @@ def test_killing_perception_stops_the_robot_until_features_resume(ros_context, s
     assert spin(recorder.node, 90.0, until=moving), 'no commands:\n' + _outputs(*nodes)
 
     nodes[1].process.kill()  # kill -9: no shutdown code runs in perception
-    killed = time.monotonic()
+    killed = time.time()
     nodes[1].process.wait()
     spin(recorder.node, 4.0)
-    after = [(t, c) for t, c in zip(recorder.stamps['cmd_vel'], recorder.commands)
+    # Judged by when the agent wrote each command (its DDS source timestamp, on this machine's
+    # clock), not by when this process got round to it: a stall of the test process must not
+    # look like a late stop.
+    after = [(t, c) for t, c in zip(recorder.command_sent, recorder.commands)
              if t >= killed - 1.0]
     last_moving = max(t for t, c in after if _nonzero(c))
     zeros = [t for t, c in after if t > last_moving]
     assert zeros, 'no zero command after perception died:\n' + _outputs(*nodes)
     stopped_after = zeros[0] - last_moving
-    print(f'\nlast non-zero command {last_moving - killed:+.3f} s from the kill, first zero '
-          f'command {stopped_after:.3f} s after it; {len(zeros)} zero commands in the '
+    print(f'\nlast non-zero command written {last_moving - killed:+.3f} s from the kill, first '
+          f'zero command {stopped_after:.3f} s after it; {len(zeros)} zero commands in the '
           f'{after[-1][0] - zeros[0]:.1f} s that followed')
-    # input_timeout is the agent's bound; 0.2 s more for delivery to this process and the
-    # scheduling of a loaded machine.
+    # input_timeout is the agent's bound; 0.2 s more for the scheduling of a loaded machine.
     assert stopped_after <= INPUT_TIMEOUT + 0.2, stopped_after
     assert last_moving < killed + 0.5  # only features already on their way were acted on
     assert len(zeros) >= 20, 'the agent must keep commanding zero, not fall silent'

@@ -25,6 +25,8 @@ class Recorder:
         self.node = Node('integration_recorder', context=context)
         self.stamps = defaultdict(list)
         self.features, self.commands, self.rois = [], [], []
+        self.command_sent: list[float] = []
+        """Each command's DDS source timestamp (when its publisher wrote it), in seconds."""
         self.diagnostics = defaultdict(list)
         self.node.create_subscription(Float32MultiArray, 'features', self._features, 10)
         self.node.create_subscription(Twist, 'cmd_vel', self._command, 10)
@@ -35,8 +37,9 @@ class Recorder:
         self.stamps['features'].append(time.monotonic())
         self.features.append(np.array(msg.data, np.float32))
 
-    def _command(self, msg):
+    def _command(self, msg, info):
         self.stamps['cmd_vel'].append(time.monotonic())
+        self.command_sent.append(info['source_timestamp'] / 1e9)
         self.commands.append((msg.linear.x, msg.linear.y, msg.linear.z,
                               msg.angular.x, msg.angular.y, msg.angular.z))
 
