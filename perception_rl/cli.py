@@ -53,6 +53,19 @@ def main(argv=None) -> None:
     bench.add_argument('--families', default='all',
                        help='comma-separated scene families, or "all"')
     bench.add_argument('--frames', type=int, default=3000)
+    node_probe = commands.add_parser(
+        'node-probe', help='the representation probe through perception_node over DDS',
+        description='Drive a perception_node process per arm, scene family and seed: frames '
+                    'on image_raw, actions on cmd_vel and focus_roi, features back, in '
+                    'lock-step; then train:=false and fresh frames for the held-out probe '
+                    '(docs/representation_benchmark.md, "Through perception_node").')
+    _add_bench_arguments(node_probe, 'default,frozen', 'runs/node_probe')
+    node_probe.add_argument('--families', default='unseen',
+                            help='comma-separated scene families, "all" (the four the '
+                                 'default was chosen on) or "unseen" (the others)')
+    node_probe.add_argument('--frames', type=int, default=3000)
+    node_probe.add_argument('--heldout', type=int, default=3000,
+                            help='fresh frames for the held-out probe, with train:=false')
     drift = commands.add_parser(
         'drift-bench', help='how much drifting features hurt a learning agent',
         description='The agent learns a fixation task on features from frozen, learning and '
@@ -204,6 +217,16 @@ def main(argv=None) -> None:
                           args.seeds, args.frames, Path(args.out), args.workers)
         except ValueError as error:
             sys.exit(f'perception-rl representation-bench: {error}')
+    if args.command == 'node-probe':
+        from perception_rl import node_probe
+        from perception_rl.synthetic_scene import SCENE_FAMILIES, UNSEEN_FAMILIES
+        families = (list(UNSEEN_FAMILIES) if args.families == 'unseen'
+                    else _names(args.families, SCENE_FAMILIES))
+        try:
+            node_probe.run_benchmark(_names(args.arms, node_probe.ARMS), families, args.seeds,
+                                     args.frames, args.heldout, Path(args.out), args.workers)
+        except (RuntimeError, ValueError) as error:
+            sys.exit(f'perception-rl node-probe: {error}')
     if args.command == 'drift-bench':
         from perception_rl.drift_bench import ARMS, run_benchmark
         try:

@@ -64,6 +64,21 @@ def profile_environment(env: Mapping[str, str] = os.environ) -> dict[str, str]:
     return {'FASTDDS_DEFAULT_PROFILES_FILE': path}
 
 
+def keep_dds_here(dds_profile: bool = True) -> dict[str, str]:
+    """Set this process's environment, inherited by the nodes it starts: discovery on this
+    machine only, a ROS domain no other run holds, and the shipped profile (or, with
+    `dds_profile` false, Fast DDS's builtin transports). The variables as set."""
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ['ROS_DOMAIN_ID'] = str(reserve_domain_id())
+    os.environ.pop('ROS_STATIC_PEERS', None)
+    for name in PROFILE_VARIABLES:
+        os.environ.pop(name, None)
+    if dds_profile:
+        os.environ.update(profile_environment())
+    return {name: os.environ.get(name, '') for name in
+            ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', *PROFILE_VARIABLES)}
+
+
 def reserve_domain_id(first: int = 10, count: int = 90) -> int:
     """A ROS_DOMAIN_ID in [first, first + count) that no other run of the tests or the
     benchmark holds: an exclusive lock on a per-domain file, held until this process exits."""

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from perception_rl.dds_config import PROFILE_VARIABLES, profile_environment, reserve_domain_id
+from perception_rl.dds_config import PROFILE_VARIABLES, keep_dds_here
 from perception_rl.realtime_analysis import (NODES, analyse_frames, check_budgets,
                                              markdown_table, memory_growth, plot, report,
                                              summary)
@@ -70,19 +70,6 @@ class BenchConfig:
         if not self.dds_profile:
             args.append('--no-dds-profile')
         return shlex.join(str(a) for a in args)
-
-
-def _set_environment(config: BenchConfig) -> dict:
-    """DDS on this machine, a domain of the bench's own, the shipped profile (or none)."""
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ['ROS_DOMAIN_ID'] = str(reserve_domain_id())
-    os.environ.pop('ROS_STATIC_PEERS', None)
-    for name in PROFILE_VARIABLES:
-        os.environ.pop(name, None)
-    if config.dds_profile:
-        os.environ.update(profile_environment())
-    return {name: os.environ.get(name, '') for name in
-            ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID', *PROFILE_VARIABLES)}
 
 
 class Processes:
@@ -320,7 +307,7 @@ def run_floor(config: BenchConfig, out: Path) -> dict:
             'exit_codes': codes}
 
 
-def _node_argv(name: str, params: dict) -> list[str]:
+def node_argv(name: str, params: dict) -> list[str]:
     executable = Path(sys.executable).parent / name
     argv = [str(executable) if executable.exists() else name, '--ros-args']
     for key, value in params.items():
@@ -332,13 +319,13 @@ def run_pipeline(config: BenchConfig, out: Path) -> dict:
     """camera_node -> perception_node -> agent_node, traced frame by frame."""
     traces = {name: out / f'{name}.csv' for name in NODES}
     processes = Processes(out / 'logs')
-    processes.start('agent_node', _node_argv('agent_node', {
+    processes.start('agent_node', node_argv('agent_node', {
         'image_width': config.width, 'image_height': config.height,
         'rollout_length': config.rollout_length, 'device': config.device,
         'trace_file': traces['agent_node']}))
-    processes.start('perception_node', _node_argv('perception_node', {
+    processes.start('perception_node', node_argv('perception_node', {
         'device': config.device, 'trace_file': traces['perception_node']}))
-    processes.start('camera_node', _node_argv('camera_node', {
+    processes.start('camera_node', node_argv('camera_node', {
         'source': 'synthetic', 'image_width': config.width, 'image_height': config.height,
         'framerate': config.rate, 'trace_file': traces['camera_node']}))
     observer = Observer('cmd_vel', inputs='features')
@@ -378,7 +365,7 @@ def run_bench(config: BenchConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # SIGTERM unwinds like Ctrl-C, so that the node processes are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    environment = _set_environment(config)
+    environment = keep_dds_here(config.dds_profile)
     print(f'perception-rl bench: {config.width}x{config.height} at {config.rate:g} Hz, '
           f'ROS_DOMAIN_ID={environment["ROS_DOMAIN_ID"]}, DDS profile '
           f'{environment[PROFILE_VARIABLES[0]] or "none (builtin transports)"}', flush=True)

@@ -25,7 +25,7 @@ from perception_rl.encoder import EncoderConfig, images_to_tensor
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi, crop_fovea, downsample_periphery
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
 from perception_rl.representation_health import effective_rank
-from perception_rl.synthetic_scene import SCENE_FAMILIES, SyntheticScene
+from perception_rl.synthetic_scene import ALL_FAMILIES, SyntheticScene
 
 WIDTH, HEIGHT = 640, 480
 PAN_PER_RAD = 4.0
@@ -175,7 +175,7 @@ def run_arm(arm_name: str, family: str, seed: int, frames: int,
     arm = ARMS[arm_name]
     config = arm.config(seed)
     core = OnlinePerception(config)
-    scene = SyntheticScene(WIDTH, HEIGHT, SCENE_FAMILIES[family], seed=1000 + seed)
+    scene = SyntheticScene(WIDTH, HEIGHT, ALL_FAMILIES[family], seed=1000 + seed)
     actions = ScriptedActions(seed)
     stream, states, step_ms = [], [], []
     for t in range(frames):
@@ -254,10 +254,10 @@ def run_benchmark(arms: list[str], families: list[str], seeds: int, frames: int,
                   out: Path, workers: int) -> list[dict]:
     """Every arm x family x seed, `workers` at a time; results.csv and table.md in `out`."""
     unknown = [a for a in arms if a not in ARMS] + [f for f in families
-                                                    if f not in SCENE_FAMILIES]
+                                                    if f not in ALL_FAMILIES]
     if unknown:
         raise ValueError(f"unknown arm or family: {', '.join(unknown)} (arms: "
-                         f"{', '.join(ARMS)}; families: {', '.join(SCENE_FAMILIES)})")
+                         f"{', '.join(ARMS)}; families: {', '.join(ALL_FAMILIES)})")
     jobs = [(a, f, s, frames) for f in families for s in range(seeds) for a in arms]
     return run_jobs(run_arm, jobs, out, workers, lambda row: (
         f"{row['family']:15s} {row['arm']:24s} seed {row['seed']}  "

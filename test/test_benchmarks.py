@@ -4,9 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception_rl import drift_bench, learning_bench, representation_bench
-from perception_rl.representation_bench import probe_r2
-from perception_rl.synthetic_scene import SCENE_FAMILIES, SyntheticScene
+from perception_rl import drift_bench, learning_bench, node_probe, representation_bench
+from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
+from perception_rl.online_perception import OnlinePerception
+from perception_rl.representation_bench import (HEIGHT, PAN_PER_RAD, WIDTH, ScriptedActions,
+                                                probe_r2)
+from perception_rl.synthetic_scene import ALL_FAMILIES, SCENE_FAMILIES, SyntheticScene
 from perception_rl.trainer import read_episodes
 
 
@@ -29,9 +32,9 @@ def test_a_cut_moves_the_camera_and_every_object():
     assert np.all((0 <= after[2:]) & (after[2:] <= 1))
 
 
-@pytest.mark.parametrize('family', list(SCENE_FAMILIES))
+@pytest.mark.parametrize('family', list(ALL_FAMILIES))
 def test_every_scene_family_renders_frames(family):
-    scene = SyntheticScene(spec=SCENE_FAMILIES[family], seed=1)
+    scene = SyntheticScene(spec=ALL_FAMILIES[family], seed=1)
     frames = [scene.step(3.0) for _ in range(3)]
     assert all(f.shape == (480, 640, 3) and f.dtype == np.uint8 for f in frames)
     assert not np.array_equal(frames[0], frames[2])
@@ -48,6 +51,37 @@ def test_a_short_representation_run_reports_every_figure():
     # Even random features read where the camera looks from fresh frames (0.19 to 0.27 over
     # seeds 0 to 2), when the held-out frames and their states line up.
     assert frozen['frozen_r2_pan'] > 0.1
+
+
+def test_perception_node_publishes_what_the_core_computes_for_the_same_frames(tmp_path):
+    frames = 30
+    run = node_probe.collect('frozen', 'plaid-wander', 0, frames, 10, tmp_path)
+    assert run.features.shape == (frames + 10, 64) and len(run.states) == frames + 10
+    # The ROI goes a few ms before its frame; the node's 1 Hz report can make it late now and
+    # then (3 frames of 6000 in a 3000-frame run): such frames are left out of the comparison.
+    seen_as_sent = np.abs(run.used - run.sent).max(axis=1) < 1e-6
+    assert seen_as_sent[0] and seen_as_sent.sum() >= len(seen_as_sent) - 2, run.used - run.sent
+
+    core = OnlinePerception(representation_bench.ARMS['frozen'].config(0))
+    scene = SyntheticScene(WIDTH, HEIGHT, ALL_FAMILIES['plaid-wander'], seed=1000)
+    expected = []
+    for frame, centre, pan, _ in node_probe.stream_items(scene, ScriptedActions(0), frames):
+        roi = Roi.around(*centre, WIDTH, HEIGHT, DEFAULT_ROI_SIZE, DEFAULT_ROI_SIZE)
+        action = np.array([0, 0, 0, 0, 0, pan / PAN_PER_RAD, *roi.centre(WIDTH, HEIGHT)])
+        expected.append(core.step(frame, roi, action).features)
+    matched = seen_as_sent[:frames]
+    np.testing.assert_allclose(run.features[:frames][matched], np.stack(expected)[matched],
+                               atol=1e-5)
+
+
+def test_perception_node_trains_on_every_frame_until_train_is_switched_off(tmp_path):
+    frames = 40
+    run = node_probe.collect('default', 'speckle-orbit', 1, frames, 20, tmp_path)
+    trained = int(run.trained['train_steps'])
+    skipped = int(run.trained['train_skipped_budget'])  # a loaded machine thins training
+    assert trained > 0 and trained + skipped == frames - 1  # no loss on the very first frame
+    assert int(run.after['train_steps']) == trained  # train:=false froze the encoder
+    assert np.isfinite(run.features).all()
 
 
 def test_a_short_drift_run_learns_and_measures_drift():
