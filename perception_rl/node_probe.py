@@ -24,7 +24,8 @@ from perception_rl.dds_config import keep_dds_here
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.realtime_bench import Processes, node_argv
 from perception_rl.representation_bench import (BLOCK, HEIGHT, PAN_PER_RAD, WIDTH,
-                                                ScriptedActions, probe_r2, summarise)
+                                                ScriptedActions, check_names, probe_r2,
+                                                summarise)
 from perception_rl.representation_health import effective_rank
 from perception_rl.synthetic_scene import ALL_FAMILIES, SyntheticScene
 
@@ -252,11 +253,7 @@ def run_node_arm(arm: str, family: str, seed: int, frames: int, heldout: int,
 def run_benchmark(arms: list[str], families: list[str], seeds: int, frames: int, heldout: int,
                   out: Path, workers: int) -> list[dict]:
     """Every arm x family x seed through its own perception_node; results.csv and table.md."""
-    unknown = [a for a in arms if a not in ARMS] + [f for f in families
-                                                    if f not in ALL_FAMILIES]
-    if unknown:
-        raise ValueError(f"unknown arm or family: {', '.join(unknown)} (arms: "
-                         f"{', '.join(ARMS)}; families: {', '.join(ALL_FAMILIES)})")
+    check_names(arms, ARMS, families)
     jobs = [(a, f, s, frames, heldout, str(out / 'logs'))
             for f in families for s in range(seeds) for a in arms]
     return run_jobs(run_node_arm, jobs, out, workers, lambda row: (

@@ -250,14 +250,19 @@ def summarise(rows: list[dict]) -> str:
     return '\n'.join(lines)
 
 
+def check_names(arms: list[str], known_arms, families: list[str]) -> None:
+    """ValueError naming every arm or scene family that does not exist, and those that do."""
+    unknown = [a for a in arms if a not in known_arms] + [f for f in families
+                                                          if f not in ALL_FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown arm or family: {', '.join(unknown)} (arms: "
+                         f"{', '.join(known_arms)}; families: {', '.join(ALL_FAMILIES)})")
+
+
 def run_benchmark(arms: list[str], families: list[str], seeds: int, frames: int,
                   out: Path, workers: int) -> list[dict]:
     """Every arm x family x seed, `workers` at a time; results.csv and table.md in `out`."""
-    unknown = [a for a in arms if a not in ARMS] + [f for f in families
-                                                    if f not in ALL_FAMILIES]
-    if unknown:
-        raise ValueError(f"unknown arm or family: {', '.join(unknown)} (arms: "
-                         f"{', '.join(ARMS)}; families: {', '.join(ALL_FAMILIES)})")
+    check_names(arms, ARMS, families)
     jobs = [(a, f, s, frames) for f in families for s in range(seeds) for a in arms]
     return run_jobs(run_arm, jobs, out, workers, lambda row: (
         f"{row['family']:15s} {row['arm']:24s} seed {row['seed']}  "
