@@ -84,17 +84,22 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def check_architecture(checkpoint: 'LoadedCheckpoint', architecture: dict) -> None:
-    """ValueError naming each field where the checkpoint's architecture differs from this one."""
+def check_architecture(checkpoint: 'LoadedCheckpoint', architecture: dict,
+                       ignored: tuple[str, ...] = ()) -> None:
+    """ValueError naming each field where the checkpoint's architecture differs from this one.
+
+    :param ignored: fields older checkpoints record that no longer decide what loads.
+    """
     if checkpoint.metadata.get('architecture_hash') == config_hash(architecture):
         return
     ours = _flatten(json.loads(json.dumps(architecture)))  # tuples as the checkpoint has them
     theirs = _flatten(checkpoint.metadata.get('architecture', {}))
     differences = '; '.join(f'{key}: {theirs.get(key)!r} in the checkpoint, {ours.get(key)!r} '
-                            'here' for key in sorted(set(ours) | set(theirs))
+                            'here' for key in sorted((set(ours) | set(theirs)) - set(ignored))
                             if ours.get(key) != theirs.get(key))
-    raise ValueError(f'{checkpoint.path.name} was made for another architecture: '
-                     f'{differences or "its architecture hash differs"}')
+    if differences or not theirs:
+        raise ValueError(f'{checkpoint.path.name} was made for another architecture: '
+                         f'{differences or "its architecture hash differs"}')
 
 
 def _flatten(value, prefix: str = '') -> dict:

@@ -51,6 +51,9 @@ class PerceptionConfig:
     orthogonal_gradient_decay: float = 0.0
     """Per-step decay of the gradient history each step's gradient is made orthogonal to
     (perception_rl/orthogonal_gradients.py); 0 gives Adam the gradients as they are."""
+    orthogonal_gradient_strength: float = 1.0
+    """Share of each gradient's component along that history which is removed (1: all of it,
+    as Han et al. 2025)."""
     frozen_conv_layers: int = 0
     """Bottom convolutions of each stream kept at their initial weights (0 to 3): PiSCO finds
     bottom layers task-agnostic and top layers the ones that need adapting."""
@@ -107,6 +110,9 @@ def validate(config: PerceptionConfig) -> None:
     if not 0.0 <= config.orthogonal_gradient_decay < 1.0:
         raise ValueError(f"'orthogonal_gradient_decay' must lie in [0, 1), not "
                          f'{config.orthogonal_gradient_decay}')
+    if not 0.0 < config.orthogonal_gradient_strength <= 1.0:
+        raise ValueError(f"'orthogonal_gradient_strength' must lie in (0, 1], not "
+                         f'{config.orthogonal_gradient_strength}')
     if not 0 <= config.frozen_conv_layers <= 3:
         raise ValueError(f"'frozen_conv_layers' must be 0 to 3, not "
                          f'{config.frozen_conv_layers}')
@@ -168,7 +174,8 @@ class OnlinePerception:
         self.orthogonal = None
         if config.orthogonal_gradient_decay > 0.0:
             self.orthogonal = OrthogonalGradients(self._params,
-                                                  config.orthogonal_gradient_decay)
+                                                  config.orthogonal_gradient_decay,
+                                                  config.orthogonal_gradient_strength)
         self.training = bool(self.aux.weights)
         self.train_steps = 0
         self.frames = 0
@@ -380,8 +387,6 @@ class OnlinePerception:
                         'action_dim': self.config.action_dim}
         if self.config.frozen_conv_layers:  # the optimizer holds the other layers only
             architecture['frozen_conv_layers'] = self.config.frozen_conv_layers
-        if self.orthogonal is not None:  # its gradient history is saved with the weights
-            architecture['orthogonal_gradients'] = True
         return architecture
 
     def save(self, directory: str | Path, keep: int = 3) -> Path:
@@ -397,9 +402,15 @@ class OnlinePerception:
 
     def load(self, checkpoint: LoadedCheckpoint) -> None:
         """Continue from a checkpoint; ValueError says precisely what does not match."""
-        check_architecture(checkpoint, self.architecture())
-        restore_state(checkpoint.tensors, checkpoint.metadata, self._modules(),
-                      {'adam': self.optimizer})
+        # The gradient history is state, as Adam's moments are: a checkpoint without it (or
+        # from before orthogonal gradients were the default) starts it empty, and one with
+        # it loads into a core without them. Checkpoints once marked it as architecture.
+        check_architecture(checkpoint, self.architecture(), ignored=('orthogonal_gradients',))
+        modules = self._modules()
+        orthogonal = modules.pop('orthogonal', None)
+        restore_state(checkpoint.tensors, checkpoint.metadata, modules, {'adam': self.optimizer})
+        if orthogonal is not None and any(k.startswith('orthogonal.') for k in checkpoint.tensors):
+            restore_state(checkpoint.tensors, {}, {'orthogonal': orthogonal}, {})
         for group in self.optimizer.param_groups:  # the configured rate, not the saved one
             group['lr'] = self.config.learning_rate
         restore_generators(checkpoint.tensors, self.aux.generators())

@@ -56,6 +56,9 @@ PARAMETERS = [
     ParamSpec('orthogonal_gradient_decay', PerceptionConfig.orthogonal_gradient_decay,
               "Per-step decay of the gradient history each step's gradient is made orthogonal "
               'to (0: Adam gets the gradients as they are)', low=0.0, high=0.999),
+    ParamSpec('orthogonal_gradient_strength', PerceptionConfig.orthogonal_gradient_strength,
+              "Share of each gradient's component along that history which is removed",
+              low=0.01, high=1.0),
     ParamSpec('target_decay', 0.0, 'Per-step decay of the EMA target encoder (0: none)',
               low=0.0, high=0.9999),
     ParamSpec('publish', 'online', "Publish the learning encoder's features or the slow EMA "
@@ -109,6 +112,7 @@ class PerceptionNode(Node):
                         policy_actions=p['policy_actions']),
             learning_rate=p['learning_rate'],
             orthogonal_gradient_decay=p['orthogonal_gradient_decay'],
+            orthogonal_gradient_strength=p['orthogonal_gradient_strength'],
             target_decay=p['target_decay'],
             publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],
             train_every=p['train_every'], train_budget_ms=p['train_budget_ms'],

@@ -53,6 +53,7 @@ class Arm:
     reconstruction_memory: int = 0
     reconstruction_fovea: float = AuxLossConfig.reconstruction_fovea
     orthogonal_gradient_decay: float = 0.0
+    orthogonal_gradient_strength: float = 1.0
     anchored: bool = True
 
     def config(self, seed: int) -> PerceptionConfig:
@@ -63,6 +64,7 @@ class Arm:
                         reconstruction_fovea=self.reconstruction_fovea),
             learning_rate=self.learning_rate,
             orthogonal_gradient_decay=self.orthogonal_gradient_decay,
+            orthogonal_gradient_strength=self.orthogonal_gradient_strength,
             target_decay=self.target_decay, publish=self.publish,
             frozen_conv_layers=self.frozen_conv_layers, seed=seed)
 
@@ -89,6 +91,12 @@ ARMS = {
     'reconstruction/orth': Arm('reconstruction', orthogonal_gradient_decay=0.9),
     'reconstruction/lr1e-4/orth': Arm('reconstruction', learning_rate=1e-4,
                                       orthogonal_gradient_decay=0.9),
+    'reconstruction/lr1e-4/orth0.5': Arm('reconstruction', learning_rate=1e-4,
+                                         orthogonal_gradient_decay=0.9,
+                                         orthogonal_gradient_strength=0.5),
+    'reconstruction/lr1e-4/orth0.8': Arm('reconstruction', learning_rate=1e-4,
+                                         orthogonal_gradient_decay=0.9,
+                                         orthogonal_gradient_strength=0.8),
     'frozen/unanchored': Arm('none', anchored=False),
     'reconstruction/lr1e-4/unanchored': Arm('reconstruction', learning_rate=1e-4,
                                             anchored=False),

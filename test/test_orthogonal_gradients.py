@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from perception_rl.checkpoint import resume
+from perception_rl.checkpoint import config_hash, load_latest, resume
 from perception_rl.foveation import Roi
 from perception_rl.online_perception import ACTION_DIM, OnlinePerception, PerceptionConfig
 from perception_rl.orthogonal_gradients import OrthogonalGradients
@@ -31,6 +31,16 @@ def test_a_repeated_gradient_loses_the_part_it_shares_with_the_history():
     assert torch.allclose(orthogonal.history_0, history)
 
 
+def test_a_partial_strength_removes_that_share_of_the_shared_part():
+    param = torch.zeros(2, requires_grad=True)
+    orthogonal = OrthogonalGradients([param], decay=0.9, strength=0.25)
+    _with_grad(param, [1.0, 0.0])
+    orthogonal.project_()
+    _with_grad(param, [1.0, 1.0])
+    orthogonal.project_()
+    assert torch.allclose(param.grad, torch.tensor([0.75, 1.0]), atol=1e-6)
+
+
 def test_a_gradient_orthogonal_to_the_history_passes_unchanged():
     param = torch.zeros(3, requires_grad=True)
     orthogonal = OrthogonalGradients([param], decay=0.5)
@@ -40,25 +50,57 @@ def test_a_gradient_orthogonal_to_the_history_passes_unchanged():
         assert torch.allclose(param.grad, torch.tensor(grad))
 
 
-def test_the_gradient_history_is_checkpointed_and_named_elsewhere(tmp_path):
-    config = PerceptionConfig(orthogonal_gradient_decay=0.9)
+def _trained(config: PerceptionConfig, frames: int = 4) -> OnlinePerception:
     core = OnlinePerception(config)
     scene = SyntheticScene(seed=0)
-    for _ in range(4):
+    for _ in range(frames):
         core.step(scene.step(), Roi(0, 0, 64, 64), np.zeros(ACTION_DIM))
+    return core
+
+
+def test_the_gradient_history_is_checkpointed_and_optional_on_resume(tmp_path):
+    with_history = PerceptionConfig(orthogonal_gradient_decay=0.9)
+    without = PerceptionConfig(orthogonal_gradient_decay=0.0)
+    core = _trained(with_history)
     assert core.train_steps == 3
     assert any(bool(h.abs().sum() > 0) for h in core.orthogonal.buffers())
-    core.save(tmp_path)
-    resumed = OnlinePerception(config)
-    resume(resumed, tmp_path, 'perception')
+    core.save(tmp_path / 'with')
+    resumed = OnlinePerception(with_history)
+    resume(resumed, tmp_path / 'with', 'perception')
     for saved, loaded in zip(core.orthogonal.buffers(), resumed.orthogonal.buffers()):
         assert torch.equal(saved, loaded)
-    with pytest.raises(ValueError, match=r'orthogonal_gradients: True in the checkpoint, '
-                                         r'None here$'):
-        resume(OnlinePerception(PerceptionConfig()), tmp_path, 'perception')
+    # Turned off, the same checkpoint gives the weights and leaves the history behind.
+    plain = OnlinePerception(without)
+    resume(plain, tmp_path / 'with', 'perception')
+    assert plain.orthogonal is None and plain.train_steps == 3
+    assert all(torch.equal(a, b) for a, b in zip(core.encoder.parameters(),
+                                                 plain.encoder.parameters()))
+    # Turned on, a checkpoint made without them starts the history empty.
+    _trained(without).save(tmp_path / 'without')
+    started = OnlinePerception(with_history)
+    resume(started, tmp_path / 'without', 'perception')
+    assert started.train_steps == 3
+    assert all(not h.any() for h in started.orthogonal.buffers())
 
 
-@pytest.mark.parametrize('decay', [-0.1, 1.0])
-def test_a_decay_outside_zero_to_one_is_refused(decay):
-    with pytest.raises(ValueError, match='orthogonal_gradient_decay'):
-        OnlinePerception(PerceptionConfig(orthogonal_gradient_decay=decay))
+def test_a_checkpoint_that_marked_the_history_as_architecture_still_loads(tmp_path):
+    _trained(PerceptionConfig(orthogonal_gradient_decay=0.9)).save(tmp_path)
+    checkpoint, _ = load_latest(tmp_path, 'perception')
+    meta = checkpoint.metadata
+    meta['architecture']['orthogonal_gradients'] = True  # as they once did
+    meta['architecture_hash'] = config_hash(meta['architecture'])
+    core = OnlinePerception(PerceptionConfig(orthogonal_gradient_decay=0.9))
+    core.load(checkpoint)
+    assert core.train_steps == 3
+    meta['architecture']['action_dim'] = 3  # a real difference is still refused
+    with pytest.raises(ValueError, match=r'action_dim: 3 in the checkpoint'):
+        core.load(checkpoint)
+
+
+@pytest.mark.parametrize('setting, value', [('orthogonal_gradient_decay', -0.1),
+                                            ('orthogonal_gradient_decay', 1.0),
+                                            ('orthogonal_gradient_strength', 0.0),
+                                            ('orthogonal_gradient_strength', 1.5)])
+def test_a_setting_out_of_range_is_refused(setting, value):
+    with pytest.raises(ValueError, match=setting):
+        OnlinePerception(PerceptionConfig(**{setting: value}))
