@@ -66,6 +66,19 @@ def main(argv=None) -> None:
     node_probe.add_argument('--frames', type=int, default=3000)
     node_probe.add_argument('--heldout', type=int, default=3000,
                             help='fresh frames for the held-out probe, with train:=false')
+    still = commands.add_parser(
+        'still-view-bench', help='does perception keep learning on a view that changes slowly',
+        description='Per arm, scene family and seed: the auxiliary loss over a stream of one '
+                    'scene without cuts (fovea fixed, no actions), and over its first 100 '
+                    'frames seen again and again; reports how much it fell '
+                    '(docs/representation_benchmark.md).')
+    _add_bench_arguments(still, 'reconstruction/lr1e-4,reconstruction/lr1e-4/orth',
+                         'runs/still_view_bench')
+    still.add_argument('--families', default='all',
+                       help='comma-separated scene families, or "all"')
+    still.add_argument('--frames', type=int, default=500)
+    still.add_argument('--passes', type=int, default=5,
+                       help='times the first 100 frames are seen in the repeat stream')
     drift = commands.add_parser(
         'drift-bench', help='how much drifting features hurt a learning agent',
         description='The agent learns a fixation task on features from frozen, learning and '
@@ -227,6 +240,14 @@ def main(argv=None) -> None:
                                      args.frames, args.heldout, Path(args.out), args.workers)
         except (RuntimeError, ValueError) as error:
             sys.exit(f'perception-rl node-probe: {error}')
+    if args.command == 'still-view-bench':
+        from perception_rl.still_view_bench import LOSS_ARMS, run_benchmark
+        from perception_rl.synthetic_scene import SCENE_FAMILIES
+        try:
+            run_benchmark(_names(args.arms, LOSS_ARMS), _names(args.families, SCENE_FAMILIES),
+                          args.seeds, args.frames, args.passes, Path(args.out), args.workers)
+        except ValueError as error:
+            sys.exit(f'perception-rl still-view-bench: {error}')
     if args.command == 'drift-bench':
         from perception_rl.drift_bench import ARMS, run_benchmark
         try:

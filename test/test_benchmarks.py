@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perception_rl import drift_bench, learning_bench, node_probe, representation_bench
+from perception_rl import (drift_bench, learning_bench, node_probe, representation_bench,
+                           still_view_bench)
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.online_perception import OnlinePerception
 from perception_rl.representation_bench import (HEIGHT, PAN_PER_RAD, WIDTH, ScriptedActions,
@@ -51,6 +52,17 @@ def test_a_short_representation_run_reports_every_figure():
     # Even random features read where the camera looks from fresh frames (0.19 to 0.27 over
     # seeds 0 to 2), when the held-out frames and their states line up.
     assert frozen['frozen_r2_pan'] > 0.1
+
+
+def test_a_short_still_view_run_follows_the_loss_and_refuses_arms_without_one(tmp_path):
+    row = still_view_bench.run_arm('reconstruction/lr1e-4', 'stripes-orbit', 0, 200, 2)
+    for key in ('still_first', 'still_last', 'repeat_first', 'repeat_last'):
+        assert 0.0 < row[key] < 1.0, key
+    assert row['still_fall'] == pytest.approx(1.0 - row['still_last'] / row['still_first'])
+    with pytest.raises(ValueError, match='frozen'):
+        still_view_bench.run_benchmark(['frozen'], ['blobs-bounce'], 1, 500, 5, tmp_path, 1)
+    with pytest.raises(ValueError, match='--frames'):
+        still_view_bench.run_benchmark(['tpc'], ['blobs-bounce'], 1, 150, 5, tmp_path, 1)
 
 
 def test_perception_node_publishes_what_the_core_computes_for_the_same_frames(tmp_path):
