@@ -76,7 +76,7 @@ def _five_passes(config: PerceptionConfig) -> tuple[list[float], list[float], in
     return losses, spread, core.train_steps
 
 
-def test_the_default_loss_learns_and_neither_it_nor_the_default_collapses():
+def test_the_default_loss_learns_without_collapsing():
     # The loss alone, reconstruction at 1e-4, falls from 0.059 to 0.049 over these five
     # passes. The default's orthogonal gradients remove most of what frames seen again teach
     # (0.6 % less after five passes: docs/representation_benchmark.md, "A slowly changing
