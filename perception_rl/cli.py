@@ -125,6 +125,10 @@ def main(argv=None) -> None:
     trainer.add_argument('--frozen-conv-layers', type=int, default=defaults.frozen_conv_layers,
                          help="bottom convolutions of each perception stream kept at their "
                               "random weights (0 to 3)")
+    trainer.add_argument('--orthogonal-gradient-decay', type=float,
+                         default=defaults.orthogonal_gradient_decay,
+                         help="perception's orthogonal gradients: decay of the gradient "
+                              'history (0: off)')
     learning = commands.add_parser(
         'learning-bench', help='learning curves: frozen and online perception, fixed fovea, '
                                'end-to-end pixel PPO (Stable-Baselines3)',
@@ -206,7 +210,8 @@ def main(argv=None) -> None:
             intrinsic_coef=args.intrinsic_coef, envs=args.envs,
             rollout_length=args.rollout_length,
             roi_fraction=args.roi_fraction, fixed_fovea=args.fixed_fovea, focus=args.focus,
-            fovea_stream=args.fovea_stream, frozen_conv_layers=args.frozen_conv_layers)
+            fovea_stream=args.fovea_stream, frozen_conv_layers=args.frozen_conv_layers,
+            orthogonal_gradient_decay=args.orthogonal_gradient_decay)
         try:
             summary = train(config, Path(args.out))
         except ValueError as error:

@@ -5,6 +5,7 @@ episodes.csv:
 
 - frozen: the agent on the frozen random encoder's features (`aux_loss none`);
 - online: the agent on online perception's features (the default `aux_loss`);
+- online-orth: online perception with orthogonal gradients (`orthogonal_gradient_decay` 0.9);
 - detail-fovea: online perception, the focus head learning where to look from fovea detail
   (`perception-rl train --focus detail`);
 - fixed-fovea: online perception with the fovea held at the frame's centre;
@@ -26,8 +27,8 @@ import numpy as np
 from perception_rl.bench_runs import mean_std, run_jobs
 from perception_rl.trainer import TrainConfig, read_episodes, train
 
-ARMS = ('frozen', 'online', 'detail-fovea', 'fixed-fovea', 'frozen-detail-fovea',
-        'frozen-fixed-fovea', 'sb3-ppo')
+ARMS = ('frozen', 'online', 'online-orth', 'detail-fovea', 'fixed-fovea',
+        'frozen-detail-fovea', 'frozen-fixed-fovea', 'sb3-ppo')
 TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1',
          'perception_rl/FoveationOffCentre-v1')
 FOVEATION_OPTIONS = {'fovea_stream': 'pooled', 'reconstruction_fovea': 1.0,
@@ -55,6 +56,8 @@ def run_arm(arm: str, env_id: str, seed: int, steps: int, out: str) -> dict:
         config = TrainConfig(env_id, steps, seed, fixed_fovea=arm.endswith('fixed-fovea'),
                              focus='detail' if arm.endswith('detail-fovea') else TrainConfig.focus,
                              aux_loss='none' if frozen else TrainConfig.aux_loss,
+                             orthogonal_gradient_decay=(0.9 if arm == 'online-orth' else
+                                                        TrainConfig.orthogonal_gradient_decay),
                              **TASK_OPTIONS.get(env_id, {}))
         steps_per_s = train(config, run_dir, progress=False)['steps_per_s']
     episodes = read_episodes(run_dir / 'episodes.csv')

@@ -8,8 +8,8 @@ component along an exponential average of the past gradients, so a step carries 
 frame adds to the recent ones; they find it closes much of the gap between learning from a
 shuffled and from a sequential video. Here the projection is per parameter tensor, and it
 can remove only a share (`strength`) of that component: removed whole, a view that changes
-slowly brings gradients all along the history and the encoder stops learning
-(docs/representation_benchmark.md).
+slowly brings gradients along the history and the encoder learns it more slowly
+(docs/representation_benchmark.md, "A slowly changing view").
 """
 from collections.abc import Iterable
 

@@ -60,35 +60,22 @@ def test_the_pooled_fovea_stream_reads_a_detail_the_same_anywhere_in_the_fovea()
         VisualPerception(replace(EncoderConfig(), fovea_stream='bogus'))
 
 
-def _five_passes(config: PerceptionConfig) -> tuple[list[float], list[float], int]:
-    """Per pass over the same 100 frames: the mean loss and the features' spread; and the
-    training steps taken."""
+def test_the_default_loss_learns_without_collapsing():
     torch.set_num_threads(1)
     scene = SyntheticScene(seed=3)
     frames = [scene.step() for _ in range(100)]
-    core = OnlinePerception(config)
+    core = OnlinePerception(PerceptionConfig(seed=0))
     roi, action = Roi.centred(640, 480, 128, 128), np.zeros(ACTION_DIM, np.float32)
     losses, spread = [], []
     for _ in range(5):
         steps = [core.step(f, roi, action) for f in frames]
         losses.append(np.mean([s.loss_terms['total'] for s in steps if s.trained]))
         spread.append(np.stack([s.features for s in steps]).std(axis=0).mean())
-    return losses, spread, core.train_steps
-
-
-def test_the_default_loss_learns_without_collapsing():
-    # The loss alone, reconstruction at 1e-4, falls from 0.059 to 0.049 over these five
-    # passes. The default's orthogonal gradients remove most of what frames seen again teach
-    # (0.6 % less after five passes: docs/representation_benchmark.md, "A slowly changing
-    # view"), so the fall is checked without them.
-    losses, spread, train_steps = _five_passes(PerceptionConfig(seed=0,
-                                                                orthogonal_gradient_decay=0.0))
+    # reconstruction at 1e-4 learns slowly: 0.059 to 0.049 from the first pass to the fifth
+    # (0.6 % with orthogonal gradients: docs/representation_benchmark.md)
     assert losses[-1] < 0.97 * losses[0], losses
     assert min(spread) > 0.15, spread  # a constant encoder would predict perfectly
-    assert train_steps == 5 * 100 - 1  # no loss on the very first frame
-    losses, spread, train_steps = _five_passes(PerceptionConfig(seed=0))
-    assert np.all(np.isfinite(losses)) and min(spread) > 0.15, (losses, spread)
-    assert train_steps == 5 * 100 - 1
+    assert core.train_steps == 5 * 100 - 1  # no loss on the very first frame
 
 
 def test_frozen_and_paused_perception_do_not_change_weights():
