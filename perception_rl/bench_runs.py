@@ -1,5 +1,6 @@
 """Running benchmark jobs in worker processes and tabulating them over seeds."""
 import csv
+import itertools
 import multiprocessing
 import time
 from pathlib import Path
@@ -45,6 +46,11 @@ class _Call:
 
     def __call__(self, job: tuple) -> dict:
         return self.function(*job)
+
+
+def groups(rows: list[dict], key: Callable[[dict], tuple]) -> list[list[dict]]:
+    """The rows that share key(row) (the seeds of one arm and scene, say), in key order."""
+    return [list(group) for _, group in itertools.groupby(sorted(rows, key=key), key=key)]
 
 
 def mean_std(rows: list[dict], name: str, digits: int = 3) -> str:

@@ -7,7 +7,6 @@ differ only in how their features move: frozen random, learning online, or learn
 slow EMA target encoder published. Reported per arm: the mean reward early and late, and how
 far the features of a fixed input drift over one PPO rollout.
 """
-import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from perception_rl.actor_critic import ActorCriticConfig
 from perception_rl.agent import Agent, AgentConfig
 from perception_rl.aux_losses import AuxLossConfig
-from perception_rl.bench_runs import mean_std, run_jobs
+from perception_rl.bench_runs import groups, mean_std, run_jobs
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
 from perception_rl.synthetic_scene import SCENE_FAMILIES, SyntheticScene
@@ -79,10 +78,8 @@ def summarise(rows: list[dict]) -> str:
     """A markdown table per arm: mean ± std over seeds."""
     lines = ['| arm | reward, first 10% | reward, last 25% | feature drift per rollout (RMS) '
              '| PPO updates | seeds |', '| --- | --- | --- | --- | --- | --- |']
-    key = lambda r: r['arm']  # noqa: E731
-    for arm, group in itertools.groupby(sorted(rows, key=key), key=key):
-        group = list(group)
-        lines.append(f"| {arm} | {mean_std(group, 'reward_first_10pct')} | "
+    for group in groups(rows, lambda r: r['arm']):
+        lines.append(f"| {group[0]['arm']} | {mean_std(group, 'reward_first_10pct')} | "
                      f"{mean_std(group, 'reward_last_25pct')} | "
                      f"{mean_std(group, 'drift_per_rollout', 4)} | "
                      f"{mean_std(group, 'updates', 1)} | {len(group)} |")

@@ -18,13 +18,12 @@ tenth of the steps, the steps until the mean return over a fortieth of the steps
 reaches 0.8, and the steps per second; a plot per task shows the mean curve of each arm.
 """
 import csv
-import itertools
 import time
 from pathlib import Path
 
 import numpy as np
 
-from perception_rl.bench_runs import mean_std, run_jobs
+from perception_rl.bench_runs import groups, mean_std, run_jobs
 from perception_rl.trainer import TrainConfig, read_episodes, train
 
 ARMS = ('frozen', 'online', 'online-orth', 'detail-fovea', 'fixed-fovea',
@@ -126,13 +125,11 @@ def summarise(rows: list[dict]) -> str:
     """A markdown table: per task and arm, mean ± std over seeds."""
     lines = [f'| task | arm | final return | steps to {LEVEL} | steps/s | episodes | seeds |',
              '| --- | --- | --- | --- | --- | --- | --- |']
-    key = lambda r: (r['task'], ARMS.index(r['arm']))  # noqa: E731
-    for (task, _), group in itertools.groupby(sorted(rows, key=key), key=key):
-        g = list(group)
+    for g in groups(rows, lambda r: (r['task'], ARMS.index(r['arm']))):
         reached = [r for r in g if np.isfinite(r['steps_to_level'])]
         to_level = (f"{mean_std(reached, 'steps_to_level', 0)} ({len(reached)} of {len(g)})"
                     if reached else f'not reached (0 of {len(g)})')
-        lines.append(f"| {task} | {g[0]['arm']} | {mean_std(g, 'final_return')} | "
+        lines.append(f"| {g[0]['task']} | {g[0]['arm']} | {mean_std(g, 'final_return')} | "
                      f"{to_level} | {mean_std(g, 'steps_per_s', 0)} | "
                      f"{mean_std(g, 'episodes', 0)} | {len(g)} |")
     return '\n'.join(lines)

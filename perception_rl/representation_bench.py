@@ -12,7 +12,6 @@ linear probe, fitted on even blocks of frames and scored (R²) on the odd ones:
   cut of its own. Frames of a stream are alike within a block, so the stream gives the probe
   only about one independent state per block; fresh frames give it one per frame.
 """
-import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from perception_rl.aux_losses import AuxLossConfig
-from perception_rl.bench_runs import mean_std, run_jobs
+from perception_rl.bench_runs import groups, mean_std, run_jobs
 from perception_rl.encoder import EncoderConfig, images_to_tensor
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi, crop_fovea, downsample_periphery
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
@@ -246,11 +245,9 @@ def summarise(rows: list[dict]) -> str:
     lines = ['| family | arm | stream R² | (pan, objects) | frozen R² | (pan, objects) '
              '| eff. rank | ms/frame | seeds |',
              '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
-    key = lambda r: (r['family'], r['arm'])  # noqa: E731
-    for (family, arm), group in itertools.groupby(sorted(rows, key=key), key=key):
-        g = list(group)
+    for g in groups(rows, lambda r: (r['family'], r['arm'])):
         lines.append(
-            f"| {family} | {arm} | {mean_std(g, 'stream_r2')} | "
+            f"| {g[0]['family']} | {g[0]['arm']} | {mean_std(g, 'stream_r2')} | "
             f"{mean_std(g, 'stream_r2_pan', 2)}, {mean_std(g, 'stream_r2_objects', 2)} | "
             f"{mean_std(g, 'frozen_r2')} | "
             f"{mean_std(g, 'frozen_r2_pan', 2)}, {mean_std(g, 'frozen_r2_objects', 2)} | "

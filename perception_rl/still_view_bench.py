@@ -12,13 +12,12 @@ Per arm, scene family and seed, with the fovea fixed at the centre and no action
 
 The figures are how much the loss fell (1 - last / first).
 """
-import itertools
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from perception_rl.bench_runs import mean_std, run_jobs
+from perception_rl.bench_runs import groups, mean_std, run_jobs
 from perception_rl.foveation import DEFAULT_ROI_SIZE, Roi
 from perception_rl.online_perception import ACTION_DIM, OnlinePerception
 from perception_rl.representation_bench import ARMS, HEIGHT, WIDTH, check_names
@@ -62,11 +61,9 @@ def summarise(rows: list[dict]) -> str:
     """A markdown table: per family and arm, mean ± std over seeds of how much the loss fell."""
     lines = ['| family | arm | still: loss first → last | fall | repeat: first → last pass '
              '| fall | seeds |', '| --- | --- | --- | --- | --- | --- | --- |']
-    key = lambda r: (r['family'], r['arm'])  # noqa: E731
-    for (family, arm), group in itertools.groupby(sorted(rows, key=key), key=key):
-        g = list(group)
+    for g in groups(rows, lambda r: (r['family'], r['arm'])):
         lines.append(
-            f"| {family} | {arm} | {mean_std(g, 'still_first', 4)} → "
+            f"| {g[0]['family']} | {g[0]['arm']} | {mean_std(g, 'still_first', 4)} → "
             f"{mean_std(g, 'still_last', 4)} | {mean_std(g, 'still_fall')} | "
             f"{mean_std(g, 'repeat_first', 4)} → {mean_std(g, 'repeat_last', 4)} | "
             f"{mean_std(g, 'repeat_fall')} | {len(g)} |")
