@@ -129,6 +129,10 @@ def main(argv=None) -> None:
                          default=defaults.orthogonal_gradient_decay,
                          help="perception's orthogonal gradients: decay of the gradient "
                               'history (0: off)')
+    trainer.add_argument('--orthogonal-gradient-baseline-decay', type=float,
+                         default=defaults.orthogonal_gradient_baseline_decay,
+                         help='decay of the slow gradient average the projection leaves in '
+                              '(0: none, remove along the whole history)')
     learning = commands.add_parser(
         'learning-bench', help='learning curves: frozen and online perception, fixed fovea, '
                                'end-to-end pixel PPO (Stable-Baselines3)',
@@ -211,7 +215,8 @@ def main(argv=None) -> None:
             rollout_length=args.rollout_length,
             roi_fraction=args.roi_fraction, fixed_fovea=args.fixed_fovea, focus=args.focus,
             fovea_stream=args.fovea_stream, frozen_conv_layers=args.frozen_conv_layers,
-            orthogonal_gradient_decay=args.orthogonal_gradient_decay)
+            orthogonal_gradient_decay=args.orthogonal_gradient_decay,
+            orthogonal_gradient_baseline_decay=args.orthogonal_gradient_baseline_decay)
         try:
             summary = train(config, Path(args.out))
         except ValueError as error:

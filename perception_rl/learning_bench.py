@@ -6,6 +6,8 @@ episodes.csv:
 - frozen: the agent on the frozen random encoder's features (`aux_loss none`);
 - online: the agent on online perception's features (the default `aux_loss`);
 - online-orth: online perception with orthogonal gradients (`orthogonal_gradient_decay` 0.9);
+- online-orth-baseline: the same, removing only what the recent gradients share beyond their
+  slow average (`orthogonal_gradient_baseline_decay` 0.999);
 - detail-fovea: online perception, the focus head learning where to look from fovea detail
   (`perception-rl train --focus detail`);
 - fixed-fovea: online perception with the fovea held at the frame's centre;
@@ -26,8 +28,8 @@ import numpy as np
 from perception_rl.bench_runs import groups, mean_std, run_jobs
 from perception_rl.trainer import TrainConfig, read_episodes, train
 
-ARMS = ('frozen', 'online', 'online-orth', 'detail-fovea', 'fixed-fovea',
-        'frozen-detail-fovea', 'frozen-fixed-fovea', 'sb3-ppo')
+ARMS = ('frozen', 'online', 'online-orth', 'online-orth-baseline', 'detail-fovea',
+        'fixed-fovea', 'frozen-detail-fovea', 'frozen-fixed-fovea', 'sb3-ppo')
 TASKS = ('MiniGrid-Empty-5x5-v0', 'MiniGrid-DoorKey-5x5-v0', 'perception_rl/Foveation-v1',
          'perception_rl/FoveationOffCentre-v1')
 FOVEATION_OPTIONS = {'fovea_stream': 'pooled', 'reconstruction_fovea': 1.0,
@@ -37,6 +39,10 @@ fovea has them (a fovea that moves does not centre them), online perception must
 fovea at full weight to keep them (at 0.1 it erased them from the pooled stream), and it
 trains the layers above the convolutions only (trained convolutions learned where in the
 fovea the stripes were, and the pooled stream no longer read them the same everywhere)."""
+ARM_OPTIONS = {'online-orth': {'orthogonal_gradient_decay': 0.9},
+               'online-orth-baseline': {'orthogonal_gradient_decay': 0.9,
+                                        'orthogonal_gradient_baseline_decay': 0.999}}
+"""Trainer options of the arms that differ from the defaults in perception's settings only."""
 TASK_OPTIONS = {'perception_rl/Foveation-v1': FOVEATION_OPTIONS,
                 'perception_rl/FoveationOffCentre-v1': FOVEATION_OPTIONS}
 FINAL_SHARE = 0.1
@@ -55,8 +61,7 @@ def run_arm(arm: str, env_id: str, seed: int, steps: int, out: str) -> dict:
         config = TrainConfig(env_id, steps, seed, fixed_fovea=arm.endswith('fixed-fovea'),
                              focus='detail' if arm.endswith('detail-fovea') else TrainConfig.focus,
                              aux_loss='none' if frozen else TrainConfig.aux_loss,
-                             orthogonal_gradient_decay=(0.9 if arm == 'online-orth' else
-                                                        TrainConfig.orthogonal_gradient_decay),
+                             **ARM_OPTIONS.get(arm, {}),
                              **TASK_OPTIONS.get(env_id, {}))
         steps_per_s = train(config, run_dir, progress=False)['steps_per_s']
     episodes = read_episodes(run_dir / 'episodes.csv')

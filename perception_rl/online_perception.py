@@ -59,6 +59,13 @@ class PerceptionConfig:
     as Han et al. 2025). 0.5 learns a view that changes slowly as fast as no projection, where
     the whole one learns it more slowly, but 0.5 and 0.8 lost the stream probe's lead in
     checker-wander."""
+    orthogonal_gradient_baseline_decay: float = 0.0
+    """Per-step decay of a slow average of the gradients (the baseline) that the projection
+    leaves in: only the history's part beyond it is removed; 0 removes along the whole
+    history. 0.999 gives the agent back what the whole projection took (DoorKey-5x5: 0.95)
+    and keeps checker-wander's stream beyond the spread, but four other families' streams
+    fall within it (docs/representation_benchmark.md, "Orthogonal gradients with a
+    baseline")."""
     frozen_conv_layers: int = 0
     """Bottom convolutions of each stream kept at their initial weights (0 to 3): PiSCO finds
     bottom layers task-agnostic and top layers the ones that need adapting."""
@@ -115,6 +122,9 @@ def validate(config: PerceptionConfig) -> None:
     if not 0.0 <= config.orthogonal_gradient_decay < 1.0:
         raise ValueError(f"'orthogonal_gradient_decay' must lie in [0, 1), not "
                          f'{config.orthogonal_gradient_decay}')
+    if not 0.0 <= config.orthogonal_gradient_baseline_decay < 1.0:
+        raise ValueError(f"'orthogonal_gradient_baseline_decay' must lie in [0, 1), not "
+                         f'{config.orthogonal_gradient_baseline_decay}')
     if not 0.0 < config.orthogonal_gradient_strength <= 1.0:
         raise ValueError(f"'orthogonal_gradient_strength' must lie in (0, 1], not "
                          f'{config.orthogonal_gradient_strength}')
@@ -180,7 +190,8 @@ class OnlinePerception:
         if config.orthogonal_gradient_decay > 0.0:
             self.orthogonal = OrthogonalGradients(self._params,
                                                   config.orthogonal_gradient_decay,
-                                                  config.orthogonal_gradient_strength)
+                                                  config.orthogonal_gradient_strength,
+                                                  config.orthogonal_gradient_baseline_decay)
         self.training = bool(self.aux.weights)
         self.train_steps = 0
         self.frames = 0
@@ -414,8 +425,8 @@ class OnlinePerception:
         modules = self._modules()
         orthogonal = modules.pop('orthogonal', None)
         restore_state(checkpoint.tensors, checkpoint.metadata, modules, {'adam': self.optimizer})
-        if orthogonal is not None and any(k.startswith('orthogonal.') for k in checkpoint.tensors):
-            restore_state(checkpoint.tensors, {}, {'orthogonal': orthogonal}, {})
+        if orthogonal is not None:
+            orthogonal.restore(checkpoint.tensors, 'orthogonal.')
         for group in self.optimizer.param_groups:  # the configured rate, not the saved one
             group['lr'] = self.config.learning_rate
         restore_generators(checkpoint.tensors, self.aux.generators())

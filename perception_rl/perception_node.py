@@ -59,6 +59,10 @@ PARAMETERS = [
     ParamSpec('orthogonal_gradient_strength', PerceptionConfig.orthogonal_gradient_strength,
               "Share of each gradient's component along that history which is removed",
               low=0.01, high=1.0),
+    ParamSpec('orthogonal_gradient_baseline_decay',
+              PerceptionConfig.orthogonal_gradient_baseline_decay,
+              'Per-step decay of a slow gradient average the projection leaves in: only the '
+              "history's part beyond it is removed (0: none)", low=0.0, high=0.9999),
     ParamSpec('target_decay', 0.0, 'Per-step decay of the EMA target encoder (0: none)',
               low=0.0, high=0.9999),
     ParamSpec('publish', 'online', "Publish the learning encoder's features or the slow EMA "
@@ -113,6 +117,7 @@ class PerceptionNode(Node):
             learning_rate=p['learning_rate'],
             orthogonal_gradient_decay=p['orthogonal_gradient_decay'],
             orthogonal_gradient_strength=p['orthogonal_gradient_strength'],
+            orthogonal_gradient_baseline_decay=p['orthogonal_gradient_baseline_decay'],
             target_decay=p['target_decay'],
             publish=p['publish'], frozen_conv_layers=p['frozen_conv_layers'],
             train_every=p['train_every'], train_budget_ms=p['train_budget_ms'],

@@ -53,6 +53,7 @@ class Arm:
     reconstruction_fovea: float = AuxLossConfig.reconstruction_fovea
     orthogonal_gradient_decay: float = 0.0
     orthogonal_gradient_strength: float = 1.0
+    orthogonal_gradient_baseline_decay: float = 0.0
     anchored: bool = True
 
     def config(self, seed: int) -> PerceptionConfig:
@@ -64,6 +65,7 @@ class Arm:
             learning_rate=self.learning_rate,
             orthogonal_gradient_decay=self.orthogonal_gradient_decay,
             orthogonal_gradient_strength=self.orthogonal_gradient_strength,
+            orthogonal_gradient_baseline_decay=self.orthogonal_gradient_baseline_decay,
             target_decay=self.target_decay, publish=self.publish,
             frozen_conv_layers=self.frozen_conv_layers, seed=seed)
 
@@ -82,6 +84,12 @@ ARMS = {
     'pisco+vicreg': Arm('pisco+vicreg'),
     'reconstruction+memory': Arm('reconstruction', reconstruction_memory=32),
     'reconstruction/lr1e-4': Arm('reconstruction', learning_rate=1e-4),
+    'reconstruction/lr5e-5': Arm('reconstruction', learning_rate=5e-5),
+    'reconstruction/lr3e-5': Arm('reconstruction', learning_rate=3e-5),
+    'reconstruction/lr1e-4/target': Arm('reconstruction', learning_rate=1e-4,
+                                        target_decay=0.99, publish='target'),
+    'reconstruction/lr1e-4/slow-target': Arm('reconstruction', learning_rate=1e-4,
+                                             target_decay=0.999, publish='target'),
     'reconstruction/lr1e-4/fovea0.25': Arm('reconstruction', learning_rate=1e-4,
                                            reconstruction_fovea=0.25),
     'reconstruction/lr1e-4/fovea0.1': Arm('reconstruction', learning_rate=1e-4,
@@ -96,6 +104,12 @@ ARMS = {
     'reconstruction/lr1e-4/orth0.8': Arm('reconstruction', learning_rate=1e-4,
                                          orthogonal_gradient_decay=0.9,
                                          orthogonal_gradient_strength=0.8),
+    'reconstruction/lr1e-4/orth-b0.99': Arm('reconstruction', learning_rate=1e-4,
+                                            orthogonal_gradient_decay=0.9,
+                                            orthogonal_gradient_baseline_decay=0.99),
+    'reconstruction/lr1e-4/orth-b0.999': Arm('reconstruction', learning_rate=1e-4,
+                                             orthogonal_gradient_decay=0.9,
+                                             orthogonal_gradient_baseline_decay=0.999),
     'frozen/unanchored': Arm('none', anchored=False),
     'reconstruction/lr1e-4/unanchored': Arm('reconstruction', learning_rate=1e-4,
                                             anchored=False),

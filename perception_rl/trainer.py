@@ -61,6 +61,8 @@ class TrainConfig:
     """Bottom convolutions of each perception stream kept at their random weights (0 to 3)."""
     orthogonal_gradient_decay: float = PerceptionConfig.orthogonal_gradient_decay
     """Perception's gradient-history decay for orthogonal gradients (0: off)."""
+    orthogonal_gradient_baseline_decay: float = PerceptionConfig.orthogonal_gradient_baseline_decay
+    """Perception's decay of the gradient baseline the projection leaves in (0: none)."""
     roi_fraction: float = 0.25
     """Side of the fovea region as a fraction of the frame's shorter side."""
     fovea_stream: str = EncoderConfig.fovea_stream
@@ -140,7 +142,9 @@ def train(config: TrainConfig, out: Path, progress: bool = True) -> dict:
                         reconstruction_fovea=config.reconstruction_fovea),
             action_dim=task.action_dim + 2, learning_rate=config.perception_learning_rate,
             train_every=config.train_every, frozen_conv_layers=config.frozen_conv_layers,
-            orthogonal_gradient_decay=config.orthogonal_gradient_decay, seed=config.seed))
+            orthogonal_gradient_decay=config.orthogonal_gradient_decay,
+            orthogonal_gradient_baseline_decay=config.orthogonal_gradient_baseline_decay,
+            seed=config.seed))
         agent = Agent(with_focus(AgentConfig(
             model=ActorCriticConfig(action_dim=task.action_dim, discrete=task.discrete),
             curiosity=CuriosityConfig(kind=config.curiosity),

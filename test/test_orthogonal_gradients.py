@@ -100,7 +100,42 @@ def test_a_checkpoint_that_marked_the_history_as_architecture_still_loads(tmp_pa
 @pytest.mark.parametrize('setting, value', [('orthogonal_gradient_decay', -0.1),
                                             ('orthogonal_gradient_decay', 1.0),
                                             ('orthogonal_gradient_strength', 0.0),
-                                            ('orthogonal_gradient_strength', 1.5)])
+                                            ('orthogonal_gradient_strength', 1.5),
+                                            ('orthogonal_gradient_baseline_decay', 1.0)])
 def test_a_setting_out_of_range_is_refused(setting, value):
     with pytest.raises(ValueError, match=setting):
         OnlinePerception(PerceptionConfig(**{setting: value}))
+
+
+def test_with_a_baseline_what_every_gradient_shares_passes():
+    """A stream whose gradients share one persistent direction: the plain projection removes
+    it from the next gradient, the one with a baseline leaves it in."""
+    torch.manual_seed(0)
+    persistent = torch.nn.functional.normalize(torch.randn(1000), dim=0)
+    plain_param = torch.zeros(1000, requires_grad=True)
+    baseline_param = torch.zeros(1000, requires_grad=True)
+    plain = OrthogonalGradients([plain_param], decay=0.9)
+    with_baseline = OrthogonalGradients([baseline_param], decay=0.9, baseline_decay=0.99)
+    for _ in range(500):
+        grad = persistent + torch.randn(1000) / 1000 ** 0.5
+        for param, orthogonal in ((plain_param, plain), (baseline_param, with_baseline)):
+            param.grad = grad.clone()
+            orthogonal.project_()
+    for param, orthogonal in ((plain_param, plain), (baseline_param, with_baseline)):
+        param.grad = persistent.clone()
+        orthogonal.project_()
+    assert float(plain_param.grad @ persistent) < 0.1
+    assert float(baseline_param.grad @ persistent) > 0.9
+
+
+def test_a_checkpoint_without_the_baseline_loads_into_a_core_with_one(tmp_path):
+    _trained(PerceptionConfig(orthogonal_gradient_decay=0.9)).save(tmp_path)
+    checkpoint, _ = load_latest(tmp_path, 'perception')
+    core = OnlinePerception(PerceptionConfig(orthogonal_gradient_decay=0.9,
+                                             orthogonal_gradient_baseline_decay=0.999))
+    core.load(checkpoint)
+    assert core.orthogonal.history_0.any() and not core.orthogonal.baseline_0.any()
+    saved = checkpoint.tensors['orthogonal.history_0']
+    checkpoint.tensors['orthogonal.history_0'] = saved[:1]
+    with pytest.raises(ValueError, match='shape differs for history_0'):
+        core.load(checkpoint)
