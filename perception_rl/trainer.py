@@ -225,11 +225,7 @@ def _loop(config: TrainConfig, tasks: list[ImageTask], core: OnlinePerception, a
     updates_logged, next_checkpoint, next_speed = 0, config.checkpoint_every, 1000
     started = time.monotonic()
     while run.steps < config.steps:
-        rois = []
-        for frame, centre in zip(frames, centres):
-            height, width = frame.shape[:2]
-            side = round(config.roi_fraction * min(height, width))
-            rois.append(Roi.around(*centre, width, height, side, side))
+        rois = fovea_rois(frames, centres, config.roi_fraction)
         seen = core.step_batch(frames, rois, np.concatenate([previous_actions, centres], axis=1),
                                starts, detail=config.focus == 'detail')
         decisions = agent.act_batch(seen.features, rewards, dones, seen.fovea_detail,
@@ -260,6 +256,17 @@ def _loop(config: TrainConfig, tasks: list[ImageTask], core: OnlinePerception, a
         if bar is not None:
             bar.show(min(run.steps, config.steps), len(run.returns), _recent_mean(run.returns),
                      force=run.steps >= config.steps)
+
+
+def fovea_rois(frames: list[np.ndarray], centres: np.ndarray, fraction: float) -> list[Roi]:
+    """Each frame's fovea region: a square of `fraction` of its shorter side around its centre
+    [-1, 1]."""
+    rois = []
+    for frame, centre in zip(frames, centres):
+        height, width = frame.shape[:2]
+        side = round(fraction * min(height, width))
+        rois.append(Roi.around(*centre, width, height, side, side))
+    return rois
 
 
 def _recent_mean(returns: list[float]) -> float:

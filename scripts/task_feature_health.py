@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from perception_rl.aux_losses import AuxLossConfig
-from perception_rl.foveation import Roi
 from perception_rl.gym_tasks import ImageTask
 from perception_rl.online_perception import OnlinePerception, PerceptionConfig
 from perception_rl.representation_health import effective_rank
-from perception_rl.trainer import TrainConfig
+from perception_rl.trainer import TrainConfig, fovea_rois
 
 REPORT_EVERY, WINDOW = 250, 64
 
@@ -61,10 +60,7 @@ def main() -> None:
     starts = np.ones(envs, bool)
     published, reference = [], None
     for step in range(1, args.steps + 1):
-        rois = []
-        for frame, centre in zip(frames, centres):
-            side = round(TrainConfig.roi_fraction * min(frame.shape[:2]))
-            rois.append(Roi.around(*centre, frame.shape[1], frame.shape[0], side, side))
+        rois = fovea_rois(frames, centres, TrainConfig.roi_fraction)
         seen = core.step_batch(frames, rois, np.concatenate([actions, centres], axis=1), starts)
         published.append(seen.features)
         for i, task in enumerate(tasks):
